@@ -1,0 +1,3 @@
+"""FraudFlow: real-time click-fraud pipeline (Kafka → OpenMLDB features → LightGBM)."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,87 @@
+"""Typed, frozen configuration, read once from the environment; CLI flags override fields."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from fraudflow.exceptions import FraudFlowError
+
+
+class ConfigError(FraudFlowError):
+    """An environment variable or flag has a value FraudFlow cannot use."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting FraudFlow reads; the env var names are in `ENV_VARS` and the README."""
+
+    store_url: str = "embedded://var/store"
+    kafka_bootstrap_servers: str = "localhost:9092"
+    topic: str = "clicks"
+    var_dir: Path = Path("var")
+    lake_dir: Path = Path("var/lake")
+    model_dir: Path = Path("var/models")
+    database: str = "demo_db"
+    table: str = "talkingdata"
+    deployment: str = "demo"
+    port: int = 8881
+    admin_token: str | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for field in dataclasses.fields(cls):
+            raw = env.get(ENV_VARS[field.name])
+            if raw is None or raw == "":
+                continue
+            values[field.name] = _convert(field.name, raw)
+        return cls(**values)  # type: ignore[arg-type]
+
+    def with_overrides(self, **overrides: object) -> Settings:
+        """Return a copy with the given fields replaced; `None` values (unset flags) are ignored."""
+        given = {k: _convert(k, v) if isinstance(v, str) else v
+                 for k, v in overrides.items() if v is not None}
+        return dataclasses.replace(self, **given)  # type: ignore[arg-type]
+
+
+ENV_VARS: dict[str, str] = {
+    "store_url": "FRAUDFLOW_STORE_URL",
+    "kafka_bootstrap_servers": "KAFKA_BOOTSTRAP_SERVERS",
+    "topic": "FRAUDFLOW_TOPIC",
+    "var_dir": "FRAUDFLOW_VAR_DIR",
+    "lake_dir": "FRAUDFLOW_LAKE_DIR",
+    "model_dir": "FRAUDFLOW_MODEL_DIR",
+    "database": "FRAUDFLOW_DATABASE",
+    "table": "FRAUDFLOW_TABLE",
+    "deployment": "FRAUDFLOW_DEPLOYMENT",
+    "port": "FRAUDFLOW_PORT",
+    "admin_token": "FRAUDFLOW_ADMIN_TOKEN",
+}
+
+
+def _convert(name: str, raw: str) -> object:
+    kind = {f.name: f.type for f in dataclasses.fields(Settings)}[name]
+    if kind == "int":
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError(f"{ENV_VARS[name]} must be an integer, got {raw!r}") from None
+    if kind == "Path":
+        return Path(raw)
+    return raw
+
+
+_loaded: Settings | None = None
+
+
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment on first use (not at import)."""
+    global _loaded
+    if _loaded is None:
+        _loaded = Settings.from_env()
+    return _loaded
