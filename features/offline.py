@@ -1,0 +1,196 @@
+"""Batch (offline) execution of OpenMLDB SELECTs on DuckDB over the offline Parquet files.
+
+OpenMLDB's batch engine takes the rows of a window partition one at a time in (ts, storage
+order): a row's frame holds the rows in range that came before it, never a later row with the
+same timestamp. DuckDB's RANGE frames include all such peers, so each frame is written as a ROWS
+frame whose per-row start offset is computed from the range bound first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from features import dialect as d
+from features.exceptions import UnsupportedStatementError
+from features.functions import AGGREGATES, SCALAR_FUNCTIONS, duckdb_scalar
+from features.schema import Column
+
+SEQ = "_seq"  # storage order column of offline files
+
+DUCKDB_TYPES = {
+    "bool": "BOOLEAN", "int16": "SMALLINT", "int32": "INTEGER", "int64": "BIGINT",
+    "float": "FLOAT", "double": "DOUBLE", "string": "VARCHAR", "timestamp": "BIGINT",
+    "date": "DATE",
+}
+
+
+def quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+@dataclass(frozen=True)
+class _Frame:
+    """SQL pieces of one named window."""
+
+    partition_order: str  # "PARTITION BY … ORDER BY ts, _seq"
+    frame: str  # "ROWS BETWEEN … AND …" for the rows before the current one (or incl. it)
+    includes_current: bool  # False when EXCLUDE CURRENT_TIME splits the current row off
+
+
+def build_query(select: d.Select, source: str, output: list[Column],
+                table_columns: list[str]) -> str:
+    """DuckDB SQL computing `select` over `source` (a relation with the table's columns + _seq),
+    with result columns cast to OpenMLDB's output types and rows in storage order."""
+    helpers: list[str] = []
+    frames = {name: _frame(spec, k, helpers) for k, (name, spec)
+              in enumerate(select.windows.items())}
+    translator = _Translator(frames)
+    projections: list[str] = []
+    names = iter(output)
+    for item in select.items:
+        if item.expr is None:  # `*`: every table column, in order
+            for name in table_columns:
+                column = next(names)
+                projections.append(f"CAST({quote(name)} AS {DUCKDB_TYPES[column.type]}) "
+                                   f"AS {quote(column.name)}")
+            continue
+        column = next(names)
+        sql = translator.expr(item.expr)
+        projections.append(f"CAST({sql} AS {DUCKDB_TYPES[column.type]}) AS {quote(column.name)}")
+    where = f" WHERE {translator.expr(select.where)}" if select.where is not None else ""
+    limit = f" LIMIT {select.limit}" if select.limit is not None else ""
+    has_aggregate = translator.plain_aggregates
+    order = "" if has_aggregate else f" ORDER BY {SEQ}"
+    helper_sql = "".join(f", {h}" for h in helpers)
+    # Windows see the whole table; WHERE filters the rows they produce (as OpenMLDB does).
+    base = f"(SELECT *{helper_sql} FROM {source}) AS base"
+    if select.where is not None and select.windows:
+        return (f"SELECT * EXCLUDE ({SEQ}) FROM (SELECT {', '.join(projections)}, {SEQ} "
+                f"FROM {base}{where}) ORDER BY {SEQ}{limit}")
+    return f"SELECT {', '.join(projections)} FROM {base}{where}{order}{limit}"
+
+
+def _frame(spec: d.WindowSpec, k: int, helpers: list[str]) -> _Frame:
+    keys = ", ".join(quote(c) for c in spec.partition_by)
+    ts = quote(spec.order_by)
+    partition = f"PARTITION BY {keys}"
+    ordered = f"{partition} ORDER BY {ts}, {SEQ}"
+    rn, before, peers = f"_rn{k}", f"_before{k}", f"_peers{k}"
+    helpers.append(f"row_number() OVER ({ordered}) AS {rn}")
+    # rows that came before the current one (storage order among equal timestamps)
+    earlier = f"({rn} - 1)"
+    if spec.frame == "rows_range" and spec.preceding is not None:
+        helpers.append(f"count(*) OVER ({partition} ORDER BY {ts} RANGE BETWEEN UNBOUNDED "
+                       f"PRECEDING AND {spec.preceding + 1} PRECEDING) AS {before}")
+        earlier = f"({rn} - 1 - {before})"
+    limit: str | None = None
+    if spec.frame == "rows" and spec.preceding is not None:
+        limit = str(spec.preceding)
+    elif spec.maxsize is not None:
+        limit = str(spec.maxsize - 1)
+    if not spec.exclude_current_time:
+        count = earlier if limit is None else f"least({earlier}, {limit})"
+        start = "UNBOUNDED PRECEDING" if (spec.preceding is None and limit is None) \
+            else f"{count} PRECEDING"
+        return _Frame(ordered, f"ROWS BETWEEN {start} AND CURRENT ROW", True)
+    # EXCLUDE CURRENT_TIME: earlier rows with the current timestamp leave the frame.
+    helpers.append(f"({rn} - 1 - count(*) OVER ({partition} ORDER BY {ts} RANGE BETWEEN "
+                   f"UNBOUNDED PRECEDING AND 1 PRECEDING)) AS {peers}")
+    others = f"({earlier} - {peers})"
+    count = others if limit is None else f"least({others}, {limit})"
+    # An empty frame (count = 0) is written with start after end, which DuckDB reads as empty.
+    frame = f"ROWS BETWEEN ({peers} + {count}) PRECEDING AND ({peers} + 1) PRECEDING"
+    return _Frame(ordered, frame, False)
+
+
+class _Translator:
+    def __init__(self, frames: dict[str, _Frame]) -> None:
+        self.frames = frames
+        self.plain_aggregates = False
+
+    def expr(self, node: d.Expr) -> str:
+        match node:
+            case d.ColumnRef(name):
+                return quote(name)
+            case d.Literal(value):
+                return _literal(value)
+            case d.Binary(op, left, right):
+                sql_op = {"and": "AND", "or": "OR"}.get(op, op)
+                return f"({self.expr(left)} {sql_op} {self.expr(right)})"
+            case d.Unary("not", operand):
+                return f"(NOT {self.expr(operand)})"
+            case d.Unary(_, operand):
+                return f"(-{self.expr(operand)})"
+            case d.IsNull(operand, negated):
+                return f"({self.expr(operand)} IS {'NOT ' if negated else ''}NULL)"
+            case d.Cast(operand, type_name):
+                return f"CAST({self.expr(operand)} AS {DUCKDB_TYPES[type_name]})"
+            case d.Call() if node.window is not None:
+                return self.window_call(node)
+            case d.Call(name) if name in AGGREGATES:
+                self.plain_aggregates = True
+                arg = "*" if node.star else self.expr(node.args[0])
+                if node.distinct:
+                    arg = f"DISTINCT {arg}"
+                return AGGREGATES[name].format(x=arg)
+            case d.Call(name, args) if name in SCALAR_FUNCTIONS:
+                return duckdb_scalar(name, [self.expr(a) for a in args])
+            case d.Call(name):
+                raise UnsupportedStatementError(
+                    f"the embedded engine does not implement the function {name}()")
+            case d.Placeholder():
+                raise UnsupportedStatementError("parameters in an offline SELECT")
+        raise UnsupportedStatementError(f"unsupported expression {node!r}")
+
+    def window_call(self, node: d.Call) -> str:
+        assert node.window is not None
+        if node.name not in AGGREGATES:
+            raise UnsupportedStatementError(
+                f"the embedded engine does not implement the window function {node.name}()")
+        frame = self.frames.get(node.window)
+        if frame is None:
+            raise UnsupportedStatementError(f"window {node.window!r} is not defined")
+        arg = "*" if node.star else window_argument(node)
+        over = f"OVER ({frame.partition_order} {frame.frame})"
+        aggregate = AGGREGATES[node.name].format(x=arg)
+        if frame.includes_current:
+            return f"{aggregate} {over}"
+        return combine_with_current_sql(node.name, arg, f"{aggregate} {over}",
+                                        f"count({arg}) {over}", f"sum({arg}) {over}")
+
+
+def window_argument(node: d.Call) -> str:
+    """Window aggregates take a column (the online engine reads it from the index)."""
+    if node.distinct:
+        raise UnsupportedStatementError(f"{node.name}(DISTINCT ...) over a window")
+    if len(node.args) != 1 or not isinstance(node.args[0], d.ColumnRef):
+        raise UnsupportedStatementError(
+            f"window aggregates over expressions ({node.name}() takes one column here)")
+    return quote(node.args[0].name)
+
+
+def combine_with_current_sql(name: str, x: str, agg: str, count: str, total: str) -> str:
+    """The aggregate of (frame without the current row) ∪ {current row}."""
+    present = f"(CASE WHEN {x} IS NULL THEN 0 ELSE 1 END)"
+    if name == "count":
+        return f"({agg} + {present})"
+    if name == "sum":
+        return f"(CASE WHEN {x} IS NULL THEN {agg} ELSE coalesce({agg}, 0) + {x} END)"
+    if name in {"min", "max"}:
+        pick = "least" if name == "min" else "greatest"
+        return (f"(CASE WHEN {agg} IS NULL THEN {x} WHEN {x} IS NULL THEN {agg} "
+                f"ELSE {pick}({agg}, {x}) END)")
+    if name == "avg":
+        return (f"((coalesce({total}, 0) + coalesce({x}, 0)) / "
+                f"nullif({count} + {present}, 0))")
+    raise UnsupportedStatementError(f"{name}() over a window with EXCLUDE CURRENT_TIME")
+
+
+def _literal(value: object) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, int | float):
+        return repr(value)
+    return "'" + str(value).replace("'", "''") + "'"
