@@ -2,17 +2,25 @@
 
 Every SELECT and DEPLOY is validated here before either engine runs it, so both engines accept
 exactly the SQL a real OpenMLDB cluster accepts, and result column types come from OpenMLDB.
+
+The native calls run in one child process, never in the caller's: the compiler JIT-compiles
+SQL with LLVM and leaves stale unwind tables behind, after which any later stack walk in the
+process (numpy calls backtrace() when it elides temporaries) crashes with SIGSEGV.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import re
+import threading
 from collections.abc import Mapping
-from functools import cache, lru_cache
-from types import ModuleType
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from functools import lru_cache
+from typing import Any
 
-from features.exceptions import SQLValidationError
+from features.exceptions import FeatureStoreError, SQLValidationError
 from features.schema import Column, Index, TableSchema
 
 _NATIVE_TYPES = {
@@ -20,10 +28,12 @@ _NATIVE_TYPES = {
     "float": "kTypeFloat", "double": "kTypeDouble", "string": "kTypeString",
     "timestamp": "kTypeTimestamp", "date": "kTypeDate",
 }
+_Tables = tuple[TableSchema, ...]
+
+# --- the child process ----------------------------------------------------------------------
 
 
-@cache
-def _native() -> ModuleType:
+def _native() -> Any:
     # glog reads its level when the native module loads; its messages repeat what the calls
     # return (and GenOutputSchema logs an ERROR line for every batch-only query).
     os.environ.setdefault("GLOG_minloglevel", "3")
@@ -32,10 +42,9 @@ def _native() -> ModuleType:
     return sdk
 
 
-def _table_vector(tables: Mapping[str, TableSchema]) -> object:
-    sdk = _native()
+def _table_vector(sdk: Any, tables: _Tables) -> Any:
     table_vector = sdk.TableColumnDescPairVector()
-    for table in tables.values():
+    for table in tables:
         columns = sdk.ColumnDescVector()
         for col in table.columns:
             # The SWIG vector takes the raw pointer (`.this`), not the proxy object.
@@ -44,11 +53,67 @@ def _table_vector(tables: Mapping[str, TableSchema]) -> object:
     return table_vector
 
 
-def _db_vector(db: str, tables: Mapping[str, TableSchema]) -> object:
-    sdk = _native()
+def _db_vector(sdk: Any, db: str, tables: _Tables) -> Any:
     db_vector = sdk.DBTableColumnDescPairVector()
-    db_vector.append(sdk.DBTableColumnDescPair(db, _table_vector(tables)).this)
+    db_vector.append(sdk.DBTableColumnDescPair(db, _table_vector(sdk, tables)).this)
     return db_vector
+
+
+def _run_native(operation: str, sql: str, db: str, tables: _Tables) -> Any:
+    """Runs in the compiler process; returns plain Python data."""
+    sdk = _native()
+    if operation in {"request", "batch"}:
+        check = sdk.ValidateSQLInRequest if operation == "request" else sdk.ValidateSQLInBatch
+        # Keep the C++ vector in a variable: iterating a temporary crashes the interpreter.
+        errors = check(sql, db, _db_vector(sdk, db, tables))
+        return tuple(errors)
+    if operation == "output_schema":
+        schema = sdk.GenOutputSchema(sql, db, _db_vector(sdk, db, tables))
+        if schema is None:
+            return None
+        codes = {getattr(sdk, native): name for name, native in _NATIVE_TYPES.items()}
+        return tuple(Column(schema.GetColumnName(i), codes[schema.GetColumnType(i)])
+                     for i in range(schema.GetColumnCnt()))
+    if operation == "ddl":
+        ddls = sdk.GenDDL(sql, _table_vector(sdk, tables))
+        return tuple(ddls)
+    raise ValueError(operation)
+
+
+# --- the caller's side ----------------------------------------------------------------------
+
+_pool: ProcessPoolExecutor | None = None
+_pool_pid = 0
+_pool_lock = threading.Lock()
+
+
+def _call(operation: str, sql: str, db: str, tables: _Tables) -> Any:
+    global _pool, _pool_pid
+    with _pool_lock:
+        if _pool is None or _pool_pid != os.getpid():  # a forked child needs its own
+            _pool = ProcessPoolExecutor(max_workers=1,
+                                        mp_context=multiprocessing.get_context("spawn"))
+            _pool_pid = os.getpid()
+        pool = _pool
+    try:
+        return pool.submit(_run_native, operation, sql, db, tables).result()
+    except BrokenProcessPool:
+        with _pool_lock:
+            _pool = None
+        raise FeatureStoreError(
+            f"the OpenMLDB compiler process crashed on: {sql.strip()[:200]}") from None
+
+
+def _key(tables: Mapping[str, TableSchema]) -> _Tables:
+    return tuple(tables[name] for name in sorted(tables))
+
+
+# The same query meets the same schemas again and again (every training run, every process
+# that loads a deployment): results are cached by (sql, db, schemas); schemas are frozen
+# dataclasses, so a changed table is a new key.
+@lru_cache(maxsize=256)
+def _cached(operation: str, sql: str, db: str, tables: _Tables) -> Any:
+    return _call(operation, sql, db, tables)
 
 
 def _raise_on_errors(messages: tuple[str, ...], mode: str) -> None:
@@ -57,78 +122,42 @@ def _raise_on_errors(messages: tuple[str, ...], mode: str) -> None:
         raise SQLValidationError(f"OpenMLDB rejects the SQL in {mode} mode: {messages[0]}")
 
 
-# Compiling takes tens of milliseconds, and the same query meets the same schemas again and
-# again (every training run, every process that loads a deployment): results are cached by
-# (sql, db, schemas); schemas are frozen dataclasses, so a changed table is a new key.
-_Tables = tuple[TableSchema, ...]
-
-
-def _key(tables: Mapping[str, TableSchema]) -> _Tables:
-    return tuple(tables[name] for name in sorted(tables))
-
-
 def validate_request(sql: str, db: str, tables: Mapping[str, TableSchema]) -> None:
     """Raise SQLValidationError unless OpenMLDB can deploy `sql` (request mode)."""
-    _raise_on_errors(_validate("request", sql, db, _key(tables)), "request")
+    _raise_on_errors(_cached("request", sql, db, _key(tables)), "request")
 
 
 def validate_batch(sql: str, db: str, tables: Mapping[str, TableSchema]) -> None:
     """Raise SQLValidationError unless OpenMLDB can run `sql` offline (batch mode)."""
-    _raise_on_errors(_validate("batch", sql, db, _key(tables)), "batch")
-
-
-@lru_cache(maxsize=256)
-def _validate(mode: str, sql: str, db: str, tables: _Tables) -> tuple[str, ...]:
-    native = _native()
-    check = native.ValidateSQLInRequest if mode == "request" else native.ValidateSQLInBatch
-    # Keep the C++ vector in a variable: iterating a temporary crashes the interpreter.
-    errors = check(sql, db, _db_vector(db, {t.name: t for t in tables}))
-    return tuple(errors)
+    _raise_on_errors(_cached("batch", sql, db, _key(tables)), "batch")
 
 
 def output_schema(sql: str, db: str, tables: Mapping[str, TableSchema]) -> list[Column]:
     """The result columns (name, OpenMLDB type) of a query, as OpenMLDB computes them."""
-    columns = _output_schema(sql, db, _key(tables))
+    columns = _cached("output_schema", sql, db, _key(tables))
     if columns is None:  # the native call gives no message; validation gives one
         validate_batch(sql, db, tables)
         raise SQLValidationError("OpenMLDB cannot compute the output schema of the query")
     return list(columns)
 
 
-@lru_cache(maxsize=256)
-def _output_schema(sql: str, db: str, tables: _Tables) -> tuple[Column, ...] | None:
-    sdk = _native()
-    schema = sdk.GenOutputSchema(sql, db, _db_vector(db, {t.name: t for t in tables}))
-    if schema is None:
-        return None
-    codes = {getattr(sdk, native): name for name, native in _NATIVE_TYPES.items()}
-    return tuple(Column(schema.GetColumnName(i), codes[schema.GetColumnType(i)])
-                 for i in range(schema.GetColumnCnt()))
-
-
 _INDEX_RE = re.compile(
-    r"index\(key=\(?(?P<keys>[^)]*?)\)?, ttl=(?P<ttl>\([^)]*\)|[^,]+), ttl_type=(?P<ttl_type>\w+), "
-    r"ts=`(?P<ts>\w+)`\)"
+    r"index\(key=\(?(?P<keys>[^)]*?)\)?, ttl=(?P<ttl>\([^)]*\)|[^,]+), "
+    r"ttl_type=(?P<ttl_type>\w+), ts=`(?P<ts>\w+)`\)"
 )
 
 
 def required_indexes(sql: str, tables: Mapping[str, TableSchema]) -> dict[str, list[Index]]:
     """The indexes (per table) that deploying `sql` needs, as OpenMLDB's GenDDL suggests."""
-    return {table: list(indexes) for table, indexes in _required_indexes(sql, _key(tables))}
-
-
-@lru_cache(maxsize=64)
-def _required_indexes(sql: str, tables: _Tables) -> tuple[tuple[str, tuple[Index, ...]], ...]:
-    ddls = list(_native().GenDDL(sql, _table_vector({t.name: t for t in tables})))
     result: dict[str, list[Index]] = {}
-    for ddl in ddls:
+    for ddl in _cached("ddl", sql, "", _key(tables)):
         table = re.search(r"CREATE TABLE IF NOT EXISTS (\w+)", ddl)
         if table is None:
             continue
         indexes = result.setdefault(table.group(1), [])
         for match in _INDEX_RE.finditer(ddl):
             indexes.append(_index_from_ddl(match))
-    return tuple((table, tuple(indexes)) for table, indexes in result.items())
+    return result
 
 
 def _index_from_ddl(match: re.Match[str]) -> Index:

@@ -41,8 +41,9 @@ pass_settings = click.make_pass_decorator(Settings)
 
 def _register() -> None:
     from features.cli import commands as feature_commands
+    from ingest.cli import commands as ingest_commands
 
-    for command in feature_commands:
+    for command in (*feature_commands, *ingest_commands):
         main.add_command(command)
 
 

@@ -1,0 +1,122 @@
+"""The model registry: a folder of immutable model versions and a pointer to production.
+
+Layout (`FRAUDFLOW_MODEL_DIR`):
+    versions/<version>/model.txt        LightGBM text format
+    versions/<version>/metadata.json    feature names in order, SQL hash, data window, metrics…
+    versions/<version>/report/*.png     plots of the training report (optional)
+    production.json                     {"version": …, "history": [{version, promoted_at}, …]}
+
+Writers (the workflow) create a version directory atomically (temp dir + rename) and switch
+production.json atomically (temp file + rename), so readers (predict servers) never see a half
+written model or pointer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from serving.exceptions import RegistryError
+
+LABEL = "is_attributed"
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    version: str
+    path: Path  # the version directory
+
+    @property
+    def model_file(self) -> Path:
+        return self.path / "model.txt"
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        try:
+            return json.loads((self.path / "metadata.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise RegistryError(f"model {self.version}: unreadable metadata.json: {exc}") from None
+
+
+def sql_hash(sql: str) -> str:
+    """A stable hash of feature SQL (whitespace-insensitive), stored with each model."""
+    return hashlib.sha256(" ".join(sql.split()).encode()).hexdigest()[:16]
+
+
+class Registry:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    @property
+    def _versions(self) -> Path:
+        return self.root / "versions"
+
+    @property
+    def _pointer(self) -> Path:
+        return self.root / "production.json"
+
+    def save(self, model_text: str, metadata: dict[str, Any],
+             report_dir: Path | None = None) -> ModelVersion:
+        """Store a new candidate version; returns it (not yet in production)."""
+        created = datetime.now(UTC)
+        digest = hashlib.sha256(model_text.encode()).hexdigest()[:8]
+        version = f"{created:%Y%m%dT%H%M%S}Z-{digest}"
+        self._versions.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=self._versions))
+        (staging / "model.txt").write_text(model_text)
+        full = {**metadata, "version": version, "created_at": created.isoformat()}
+        (staging / "metadata.json").write_text(json.dumps(full, indent=2, sort_keys=True))
+        if report_dir is not None and report_dir.exists():
+            shutil.copytree(report_dir, staging / "report")
+        final = self._versions / version
+        os.rename(staging, final)
+        return ModelVersion(version, final)
+
+    def get(self, version: str) -> ModelVersion:
+        path = self._versions / version
+        if not (path / "model.txt").exists():
+            raise RegistryError(f"no model version {version!r} in {self._versions}")
+        return ModelVersion(version, path)
+
+    def versions(self) -> list[ModelVersion]:
+        if not self._versions.exists():
+            return []
+        return [ModelVersion(p.name, p) for p in sorted(self._versions.iterdir())
+                if not p.name.startswith(".") and (p / "model.txt").exists()]
+
+    def _read_pointer(self) -> dict[str, Any]:
+        try:
+            return json.loads(self._pointer.read_text())
+        except FileNotFoundError:
+            return {"version": None, "history": []}
+        except ValueError as exc:
+            raise RegistryError(f"{self._pointer} is corrupt: {exc}") from None
+
+    def production(self) -> ModelVersion | None:
+        version = self._read_pointer().get("version")
+        return self.get(version) if version else None
+
+    def history(self) -> list[dict[str, Any]]:
+        return list(self._read_pointer().get("history", []))
+
+    def promote(self, version: str) -> ModelVersion:
+        """Make `version` the production model (atomic pointer switch)."""
+        model = self.get(version)
+        pointer = self._read_pointer()
+        history = pointer.get("history", [])
+        history.append({"version": version, "promoted_at": datetime.now(UTC).isoformat()})
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd, temp = tempfile.mkstemp(prefix=".production.", dir=self.root)
+        with os.fdopen(fd, "w") as handle:
+            json.dump({"version": version, "history": history}, handle, indent=2)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, self._pointer)
+        return model
