@@ -1,0 +1,62 @@
+"""Wiring of the two consumer processes: Kafka consumer + sink + run loop + signals."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from pathlib import Path
+
+from prometheus_client import start_http_server
+
+from features.store import init_store
+from fraudflow.config import Settings
+from ingest.archive import LakeSink
+from ingest.kafka_io import BatchConsumer, BatchPolicy, DeadLetterProducer
+from ingest.online import OnlineTableSink
+from ingest.runner import RunStats, run
+
+log = logging.getLogger(__name__)
+
+
+def _stop_on_signals() -> threading.Event:
+    """SIGTERM/SIGINT finish the current batch, commit and leave the group."""
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: object) -> None:
+        log.info("signal %d: finishing the current batch", signum)
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, request_stop)
+    return stop
+
+
+def _serve_metrics(port: int) -> None:
+    if port:
+        start_http_server(port)
+        log.info("metrics on :%d/metrics", port)
+
+
+def run_ingest(settings: Settings, topic: str, group: str, policy: BatchPolicy,
+               until_idle_s: float | None, metrics_port: int) -> RunStats:
+    init_store(settings.store_url, settings.database, settings.table, settings.deployment)
+    _serve_metrics(metrics_port)
+    stop = _stop_on_signals()
+    sink = OnlineTableSink(settings.store_url, settings.database, settings.table, topic, group,
+                           DeadLetterProducer(settings.kafka_bootstrap_servers, topic))
+    consumer = BatchConsumer(settings.kafka_bootstrap_servers, topic, group, policy,
+                             resume_positions=sink.resume_positions, client_id="fraudflow-ingest")
+    return run(consumer, sink, stop, until_idle_s)
+
+
+def run_archive(settings: Settings, topic: str, group: str, lake_dir: Path, file_format: str,
+                flush_seconds: float, until_idle_s: float | None,
+                metrics_port: int) -> RunStats:
+    _serve_metrics(metrics_port)
+    stop = _stop_on_signals()
+    sink = LakeSink(lake_dir, topic, file_format, max_age_s=flush_seconds)
+    consumer = BatchConsumer(settings.kafka_bootstrap_servers, topic, group,
+                             BatchPolicy(5000, 0.5), resume_positions=sink.resume_positions,
+                             before_revoke=sink.before_revoke, client_id="fraudflow-archive")
+    return run(consumer, sink, stop, until_idle_s)

@@ -1,0 +1,161 @@
+"""The Kafka side of the consumers: batched polling with explicit offset control, and the
+dead-letter producer. Knows nothing of click events or stores."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
+from kafka.consumer.fetcher import ConsumerRecord
+from kafka.errors import KafkaError
+from kafka.producer.future import FutureRecordMetadata
+from kafka.structs import OffsetAndMetadata, TopicPartition
+
+from ingest.broker import MESSAGE_MAX_BYTES
+from ingest.exceptions import IngestError
+
+log = logging.getLogger(__name__)
+
+# partition → the offset to resume from (the next offset to read)
+Positions = dict[int, int]
+
+
+@dataclass(frozen=True)
+class BatchPolicy:
+    max_records: int = 5000
+    max_latency_s: float = 0.2  # a batch is written at the latest this long after its first message
+
+
+class _Listener(ConsumerRebalanceListener):
+    def __init__(self, owner: BatchConsumer) -> None:
+        self.owner = owner
+
+    def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        partitions = sorted(tp.partition for tp in revoked)
+        log.info("partitions revoked: %s", partitions)
+        # A sink that buffers makes its buffer durable now, before another member takes over.
+        if self.owner.before_revoke is not None:
+            self.owner.commit(self.owner.before_revoke(partitions))
+
+    def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        partitions = sorted(tp.partition for tp in assigned)
+        log.info("partitions assigned: %s", partitions)
+        resume = self.owner.resume_positions(partitions) if self.owner.resume_positions else {}
+        for partition, offset in resume.items():
+            self.owner.consumer.seek(TopicPartition(self.owner.topic, partition), offset)
+
+
+class BatchConsumer:
+    """A consumer-group member that hands out batches and commits only what it is told.
+
+    `resume_positions(partitions)` is asked on every assignment for offsets the sink itself
+    recorded (e.g. in the same transaction as the rows); those win over the group's commits.
+    `before_revoke(partitions)` lets a buffering sink write what it holds before the partitions
+    move to another member; the positions it returns are committed.
+    """
+
+    def __init__(self, bootstrap_servers: str, topic: str, group_id: str,
+                 policy: BatchPolicy = BatchPolicy(),
+                 resume_positions: Callable[[list[int]], Positions] | None = None,
+                 before_revoke: Callable[[list[int]], Positions] | None = None,
+                 client_id: str = "fraudflow") -> None:
+        self.topic = topic
+        self.policy = policy
+        self.resume_positions = resume_positions
+        self.before_revoke = before_revoke
+        self.consumer = KafkaConsumer(
+            bootstrap_servers=bootstrap_servers.split(","),
+            group_id=group_id,
+            client_id=client_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=policy.max_records,
+            max_partition_fetch_bytes=MESSAGE_MAX_BYTES,
+            fetch_max_bytes=4 * MESSAGE_MAX_BYTES,
+            receive_buffer_bytes=1 << 20,
+            # a slow store write must not get the member kicked out of the group
+            max_poll_interval_ms=600_000,
+        )
+        self.consumer.subscribe([topic], listener=_Listener(self))
+
+    def poll_batch(self) -> list[ConsumerRecord]:
+        """Up to max_records messages, returned once full or max_latency after the first."""
+        batch: list[ConsumerRecord] = []
+        deadline: float | None = None
+        while len(batch) < self.policy.max_records:
+            wait = self.policy.max_latency_s if deadline is None else deadline - time.monotonic()
+            if wait <= 0:
+                break
+            polled = self.consumer.poll(timeout_ms=int(wait * 1000),
+                                        max_records=self.policy.max_records - len(batch))
+            for records in polled.values():
+                batch.extend(records)
+            if batch and deadline is None:
+                deadline = time.monotonic() + self.policy.max_latency_s
+            if not polled and deadline is None:
+                break  # idle: let the caller check for shutdown / idleness
+        return batch
+
+    def commit(self, positions: Positions) -> None:
+        """Commit the next offsets to read, per partition, to the consumer group."""
+        if positions:
+            self.consumer.commit({TopicPartition(self.topic, p): OffsetAndMetadata(o, "", -1)
+                                  for p, o in positions.items()})
+
+    def lag(self) -> dict[int, int]:
+        """End offset minus this member's position for each assigned partition."""
+        assigned = list(self.consumer.assignment())
+        if not assigned:
+            return {}
+        ends = self.consumer.end_offsets(assigned)
+        return {tp.partition: max(0, ends[tp] - self.consumer.position(tp)) for tp in assigned}
+
+    def close(self) -> None:
+        self.consumer.close(autocommit=False)  # leaves the group
+
+
+def positions_after(records: Iterable[ConsumerRecord]) -> Positions:
+    """The next offset to read per partition after these records."""
+    positions: Positions = {}
+    for record in records:
+        if record.offset + 1 > positions.get(record.partition, -1):
+            positions[record.partition] = record.offset + 1
+    return positions
+
+
+class DeadLetterProducer:
+    """Sends invalid messages to `<topic>.dlq`, unchanged, with why and where in headers."""
+
+    def __init__(self, bootstrap_servers: str, topic: str) -> None:
+        self.topic = f"{topic}.dlq"
+        self.producer = KafkaProducer(bootstrap_servers=bootstrap_servers.split(","), acks="all",
+                                      retries=2**31 - 1, max_request_size=MESSAGE_MAX_BYTES,
+                                      linger_ms=5)
+        self._pending: list[FutureRecordMetadata] = []
+
+    def send(self, record: ConsumerRecord, reason: str, detail: str) -> None:
+        headers = [
+            ("reason", reason.encode()),
+            ("detail", detail.encode()[:1024]),
+            ("source.topic", record.topic.encode()),
+            ("source.partition", str(record.partition).encode()),
+            ("source.offset", str(record.offset).encode()),
+        ]
+        self._pending.append(self.producer.send(self.topic, key=record.key, value=record.value,
+                                                headers=headers))
+
+    def flush(self) -> None:
+        """Block until every dead letter sent so far is acknowledged (acks=all), or raise."""
+        pending, self._pending = self._pending, []
+        try:
+            self.producer.flush(timeout=60)
+            for future in pending:
+                future.get(timeout=60)  # flush() does not report failed sends; futures do
+        except KafkaError as exc:
+            raise IngestError(f"dead-letter topic {self.topic} unavailable: {exc}") from exc
+
+    def close(self) -> None:
+        self.producer.close(timeout=10)
