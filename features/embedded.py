@@ -35,7 +35,7 @@ from features.exceptions import (
     UnsupportedStatementError,
 )
 from features.functions import UTC8_OFFSET_MS
-from features.offline import DUCKDB_TYPES, SEQ, build_query, quote
+from features.offline import DUCKDB_TYPES, SEQ, OrderKey, build_query, quote
 from features.online import RequestPlan
 from features.schema import INTEGER_RANGES, Column, Index, TableSchema
 
@@ -451,7 +451,9 @@ class EmbeddedStore:
             cols = ", ".join(f"CAST(NULL AS {DUCKDB_TYPES[c.type]}) AS {quote(c.name)}"
                              for c in schema.columns)
             source = f"(SELECT {cols}, CAST(NULL AS BIGINT) AS {SEQ} WHERE false)"
-        query = build_query(stmt, source, output, schema.column_names)
+        # Files need no row order (readers sort by what they need); results keep storage order.
+        query = build_query(stmt, source, output, schema.column_names,
+                            self._order_keys(stmt, source), ordered=stmt.outfile is None)
         if stmt.outfile:
             return self._write_outfile(stmt, query)
         try:
@@ -459,6 +461,19 @@ class EmbeddedStore:
         except duckdb.Error as exc:
             raise FeatureStoreError(f"offline query failed: {exc}") from None
         return Result(output, rows, len(rows))
+
+    def _order_keys(self, stmt: d.Select, source: str) -> dict[str, OrderKey]:
+        keys: dict[str, OrderKey] = {}
+        for column in {spec.order_by for spec in stmt.windows.values()}:
+            row = self.duck().execute(
+                f"SELECT min({quote(column)}), max({quote(column)}), max({SEQ}) "
+                f"FROM {source}").fetchone()
+            if row is None or None in row:
+                continue
+            low, high, max_seq = (int(v) for v in row)
+            if (high - low + 1) * (max_seq + 1) < 2**62:  # else the slower exact plan
+                keys[column] = OrderKey(low, max_seq + 1)
+        return keys
 
     def _select_online(self, stmt: d.Select, db: str, schema: TableSchema,
                        output: list[Column]) -> Result:
@@ -513,6 +528,7 @@ class EmbeddedStore:
     def duck(self) -> duckdb.DuckDBPyConnection:
         if self._duck is None:
             self._duck = duckdb.connect()
+            self._duck.execute("SET enable_progress_bar = false")
         return self._duck
 
     # --- DEPLOY and request mode ------------------------------------------------------------

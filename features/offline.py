@@ -37,13 +37,30 @@ class _Frame:
     includes_current: bool  # False when EXCLUDE CURRENT_TIME splits the current row off
 
 
+@dataclass(frozen=True)
+class OrderKey:
+    """One BIGINT that sorts rows like (ts, storage order): (ts - min_ts) * stride + _seq.
+
+    Sorting on one column is much faster in DuckDB than on (ts, _seq), and it lets a
+    time-bounded frame be a RANGE frame that never takes a later row with the same ts. The
+    engine builds it when the table's time span × row count fits in 63 bits."""
+
+    min_ts: int
+    stride: int  # max(_seq) + 1
+
+
 def build_query(select: d.Select, source: str, output: list[Column],
-                table_columns: list[str]) -> str:
+                table_columns: list[str], order_keys: dict[str, OrderKey],
+                ordered: bool = True) -> str:
     """DuckDB SQL computing `select` over `source` (a relation with the table's columns + _seq),
-    with result columns cast to OpenMLDB's output types and rows in storage order."""
-    helpers: list[str] = []
-    frames = {name: _frame(spec, k, helpers) for k, (name, spec)
-              in enumerate(select.windows.items())}
+    with result columns cast to OpenMLDB's output types; rows in storage order if `ordered`.
+    `order_keys` has an OrderKey for each window ORDER BY column that can use one."""
+    helpers: dict[str, str] = {}
+    for ts_column, key in order_keys.items():
+        helpers[_key_name(ts_column)] = (f"({quote(ts_column)} - {key.min_ts}) * {key.stride} "
+                                         f"+ {SEQ}")
+    frames = {name: _frame(spec, k, helpers, order_keys.get(spec.order_by))
+              for k, (name, spec) in enumerate(select.windows.items())}
     translator = _Translator(frames)
     projections: list[str] = []
     names = iter(output)
@@ -59,43 +76,57 @@ def build_query(select: d.Select, source: str, output: list[Column],
         projections.append(f"CAST({sql} AS {DUCKDB_TYPES[column.type]}) AS {quote(column.name)}")
     where = f" WHERE {translator.expr(select.where)}" if select.where is not None else ""
     limit = f" LIMIT {select.limit}" if select.limit is not None else ""
-    has_aggregate = translator.plain_aggregates
-    order = "" if has_aggregate else f" ORDER BY {SEQ}"
-    helper_sql = "".join(f", {h}" for h in helpers)
+    order = f" ORDER BY {SEQ}" if ordered and not translator.plain_aggregates else ""
+    # Helpers are computed in dependency order (a later one may use an earlier one).
+    base = f"{source}"
+    for name, sql in helpers.items():
+        base = f"(SELECT *, {sql} AS {name} FROM {base})"
+    base += " AS base"
     # Windows see the whole table; WHERE filters the rows they produce (as OpenMLDB does).
-    base = f"(SELECT *{helper_sql} FROM {source}) AS base"
     if select.where is not None and select.windows:
         return (f"SELECT * EXCLUDE ({SEQ}) FROM (SELECT {', '.join(projections)}, {SEQ} "
-                f"FROM {base}{where}) ORDER BY {SEQ}{limit}")
+                f"FROM {base}{where}){order}{limit}")
     return f"SELECT {', '.join(projections)} FROM {base}{where}{order}{limit}"
 
 
-def _frame(spec: d.WindowSpec, k: int, helpers: list[str]) -> _Frame:
+def _key_name(column: str) -> str:
+    return quote(f"_key_{column}")
+
+
+def _frame(spec: d.WindowSpec, k: int, helpers: dict[str, str],
+           order_key: OrderKey | None) -> _Frame:
     keys = ", ".join(quote(c) for c in spec.partition_by)
     ts = quote(spec.order_by)
     partition = f"PARTITION BY {keys}"
-    ordered = f"{partition} ORDER BY {ts}, {SEQ}"
-    rn, before, peers = f"_rn{k}", f"_before{k}", f"_peers{k}"
-    helpers.append(f"row_number() OVER ({ordered}) AS {rn}")
-    # rows that came before the current one (storage order among equal timestamps)
-    earlier = f"({rn} - 1)"
-    if spec.frame == "rows_range" and spec.preceding is not None:
-        helpers.append(f"count(*) OVER ({partition} ORDER BY {ts} RANGE BETWEEN UNBOUNDED "
-                       f"PRECEDING AND {spec.preceding + 1} PRECEDING) AS {before}")
-        earlier = f"({rn} - 1 - {before})"
+    order = _key_name(spec.order_by) if order_key else f"{ts}, {SEQ}"
+    ordered = f"{partition} ORDER BY {order}"
     limit: str | None = None
     if spec.frame == "rows" and spec.preceding is not None:
         limit = str(spec.preceding)
     elif spec.maxsize is not None:
         limit = str(spec.maxsize - 1)
+    if not spec.exclude_current_time and limit is None:
+        if spec.preceding is None:
+            return _Frame(ordered, "ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW", True)
+        if order_key is not None:
+            # key - (preceding * stride + _seq) = (ts - preceding - min_ts) * stride: the
+            # frame starts at the first row with ts >= ts - preceding and ends at this row.
+            return _Frame(ordered, f"RANGE BETWEEN ({spec.preceding * order_key.stride} + "
+                                   f"{SEQ}) PRECEDING AND CURRENT ROW", True)
+    rn, before, peers = f"_rn{k}", f"_before{k}", f"_peers{k}"
+    helpers[rn] = f"row_number() OVER ({ordered})"
+    # rows that came before the current one (storage order among equal timestamps)
+    earlier = f"({rn} - 1)"
+    if spec.frame == "rows_range" and spec.preceding is not None:
+        helpers[before] = (f"count(*) OVER ({partition} ORDER BY {ts} RANGE BETWEEN UNBOUNDED "
+                           f"PRECEDING AND {spec.preceding + 1} PRECEDING)")
+        earlier = f"({rn} - 1 - {before})"
     if not spec.exclude_current_time:
         count = earlier if limit is None else f"least({earlier}, {limit})"
-        start = "UNBOUNDED PRECEDING" if (spec.preceding is None and limit is None) \
-            else f"{count} PRECEDING"
-        return _Frame(ordered, f"ROWS BETWEEN {start} AND CURRENT ROW", True)
+        return _Frame(ordered, f"ROWS BETWEEN {count} PRECEDING AND CURRENT ROW", True)
     # EXCLUDE CURRENT_TIME: earlier rows with the current timestamp leave the frame.
-    helpers.append(f"({rn} - 1 - count(*) OVER ({partition} ORDER BY {ts} RANGE BETWEEN "
-                   f"UNBOUNDED PRECEDING AND 1 PRECEDING)) AS {peers}")
+    helpers[peers] = (f"{rn} - 1 - count(*) OVER ({partition} ORDER BY {ts} RANGE BETWEEN "
+                      f"UNBOUNDED PRECEDING AND 1 PRECEDING)")
     others = f"({earlier} - {peers})"
     count = others if limit is None else f"least({others}, {limit})"
     # An empty frame (count = 0) is written with start after end, which DuckDB reads as empty.

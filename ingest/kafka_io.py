@@ -78,8 +78,24 @@ class BatchConsumer:
             receive_buffer_bytes=1 << 20,
             # a slow store write must not get the member kicked out of the group
             max_poll_interval_ms=600_000,
+            # a crashed member's partitions move to the others after 10 s, not 45 s
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=3_000,
+            # new partitions of the topic are found within 30 s
+            metadata_max_age_ms=30_000,
         )
+        self._wait_for_topic(timeout_s=30)
         self.consumer.subscribe([topic], listener=_Listener(self))
+
+    def _wait_for_topic(self, timeout_s: float) -> None:
+        # Joining the group before the topic's metadata is known gets no partitions until
+        # the next metadata refresh; with auto-creation, asking also creates the topic.
+        deadline = time.monotonic() + timeout_s
+        while not self.consumer.partitions_for_topic(self.topic):
+            if time.monotonic() > deadline:
+                self.consumer.close()
+                raise IngestError(f"topic {self.topic!r} does not exist (after {timeout_s}s)")
+            time.sleep(0.2)
 
     def poll_batch(self) -> list[ConsumerRecord]:
         """Up to max_records messages, returned once full or max_latency after the first."""
@@ -89,8 +105,13 @@ class BatchConsumer:
             wait = self.policy.max_latency_s if deadline is None else deadline - time.monotonic()
             if wait <= 0:
                 break
+            asked = time.monotonic()
             polled = self.consumer.poll(timeout_ms=int(wait * 1000),
                                         max_records=self.policy.max_records - len(batch))
+            if not polled and not self.consumer.assignment():
+                # without partitions poll() returns at once: do not spin while a rebalance
+                # is pending
+                time.sleep(max(0.0, wait - (time.monotonic() - asked)))
             for records in polled.values():
                 batch.extend(records)
             if batch and deadline is None:

@@ -76,7 +76,9 @@ def run(consumer: BatchConsumer, sink: Sink, stop: threading.Event,
             if now >= next_lag_check or (until_idle_s is not None and not batch):
                 lag = _report_lag(consumer, sink.name)
                 next_lag_check = now + LAG_INTERVAL_S
-                if not batch and until_idle_s is not None and not any(lag.values()):
+                # caught up = partitions assigned and none behind (no assignment yet: a
+                # rebalance is pending, e.g. a killed member's session has not expired)
+                if not batch and until_idle_s is not None and lag and not any(lag.values()):
                     idle_since = idle_since or now
                     if now - idle_since >= until_idle_s:
                         log.info("%s: caught up and idle for %.1fs, exiting", sink.name,
@@ -112,7 +114,7 @@ def _report_lag(consumer: BatchConsumer, name: str) -> dict[int, int]:
         lag = consumer.lag()
     except Exception as exc:  # lag is only reported; the broker may be away for a moment
         log.debug("lag unavailable: %s", exc)
-        return {0: 1}
+        return {}
     for partition, messages in lag.items():
         metrics.LAG.labels(name, consumer.topic, str(partition)).set(messages)
     return lag

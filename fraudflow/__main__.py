@@ -1,0 +1,5 @@
+"""`python -m fraudflow` = the `fraudflow` command."""
+
+from fraudflow.cli import main
+
+main()
