@@ -41,9 +41,10 @@ pass_settings = click.make_pass_decorator(Settings)
 
 def _register() -> None:
     from features.cli import commands as feature_commands
+    from fraudflow.bench import bench
     from ingest.cli import commands as ingest_commands
 
-    for command in (*feature_commands, *ingest_commands):
+    for command in (*feature_commands, *ingest_commands, bench):
         main.add_command(command)
 
 

@@ -26,7 +26,7 @@ Positions = dict[int, int]
 @dataclass(frozen=True)
 class BatchPolicy:
     max_records: int = 5000
-    max_latency_s: float = 0.2  # a batch is written at the latest this long after its first message
+    max_latency_s: float = 0.1  # a batch is written at the latest this long after its first message
 
 
 class _Listener(ConsumerRebalanceListener):
@@ -36,9 +36,12 @@ class _Listener(ConsumerRebalanceListener):
     def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
         partitions = sorted(tp.partition for tp in revoked)
         log.info("partitions revoked: %s", partitions)
-        # A sink that buffers makes its buffer durable now, before another member takes over.
+        # A sink that buffers makes its buffer durable now, before another member takes over
+        # (the sink's own record of positions is what the next owner resumes from). The
+        # listener runs on kafka-python's IO thread, which must not block on a commit: the
+        # positions are committed to the group by the next commit() call.
         if self.owner.before_revoke is not None:
-            self.owner.commit(self.owner.before_revoke(partitions))
+            self.owner.deferred.update(self.owner.before_revoke(partitions))
 
     def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         partitions = sorted(tp.partition for tp in assigned)
@@ -66,6 +69,7 @@ class BatchConsumer:
         self.policy = policy
         self.resume_positions = resume_positions
         self.before_revoke = before_revoke
+        self.deferred: Positions = {}
         self.consumer = KafkaConsumer(
             bootstrap_servers=bootstrap_servers.split(","),
             group_id=group_id,
@@ -121,10 +125,21 @@ class BatchConsumer:
         return batch
 
     def commit(self, positions: Positions) -> None:
-        """Commit the next offsets to read, per partition, to the consumer group."""
-        if positions:
+        """Commit the next offsets to read, per partition, to the consumer group.
+
+        A failed commit (a rebalance in progress, the broker away) is logged, not raised:
+        the sinks resume from positions they record themselves, and the group offsets are
+        committed again with the next batch."""
+        positions = {**self.deferred, **positions}
+        if not positions:
+            return
+        try:
             self.consumer.commit({TopicPartition(self.topic, p): OffsetAndMetadata(o, "", -1)
                                   for p, o in positions.items()})
+            self.deferred.clear()
+        except KafkaError as exc:
+            self.deferred = positions
+            log.warning("offset commit failed (%s); retried with the next batch", exc)
 
     def lag(self) -> dict[int, int]:
         """End offset minus this member's position for each assigned partition."""

@@ -1,0 +1,146 @@
+"""Ingest benchmarks against a real broker, each beside a floor measured in the same run.
+
+- throughput: `fraudflow ingest`'s loop (decode, validate, durable write + offsets, commit)
+  vs a raw kafka-python consume loop over the same topic;
+- freshness: produce → durably written (queryable in request mode) at a steady rate.
+"""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from kafka import KafkaAdminClient, KafkaConsumer
+from kafka.admin import NewTopic
+from kafka.consumer.fetcher import ConsumerRecord
+
+from features.store import init_store
+from ingest import broker, producer
+from ingest.kafka_io import BatchConsumer, BatchPolicy, DeadLetterProducer, Positions
+from ingest.online import OnlineTableSink
+from ingest.runner import run
+
+
+class _TimedSink(OnlineTableSink):
+    """Records when each batch became durable and each event's produce→write latency."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.first_write_started: float | None = None
+        self.last_write_done = 0.0
+        self.written = 0
+        self.latencies: list[float] = []
+
+    def process(self, records: list[ConsumerRecord]) -> Positions:
+        if self.first_write_started is None:
+            self.first_write_started = time.perf_counter()
+        positions = super().process(records)
+        done = time.time()
+        self.last_write_done = time.perf_counter()
+        self.written += len(records)
+        self.latencies.extend(done - r.timestamp / 1000 for r in records)
+        return positions
+
+
+def _topic(bootstrap: str) -> str:
+    name = f"bench-{uuid.uuid4().hex[:8]}"
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin.create_topics([NewTopic(name, num_partitions=4, replication_factor=1)])
+    admin.wait_for_topics([name], timeout_ms=15000)
+    admin.close()
+    return name
+
+
+def _raw_consume(bootstrap: str, topic: str, count: int) -> float:
+    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"raw-{topic}",
+                             auto_offset_reset="earliest", enable_auto_commit=False,
+                             max_poll_records=5000)
+    seen = 0
+    started: float | None = None
+    while seen < count:
+        batch = consumer.poll(timeout_ms=1000, max_records=5000)
+        if batch and started is None:
+            started = time.perf_counter()
+        seen += sum(len(records) for records in batch.values())
+    seconds = time.perf_counter() - (started or time.perf_counter())
+    consumer.close()
+    return seconds
+
+
+def _ingest(bootstrap: str, topic: str, store_url: str, count: int,
+            policy: BatchPolicy) -> _TimedSink:
+    init_store(store_url, "demo_db", "talkingdata", "demo")
+    group = f"ingest-{topic}"
+    sink = _TimedSink(store_url, "demo_db", "talkingdata", topic, group,
+                      DeadLetterProducer(bootstrap, topic))
+    consumer = BatchConsumer(bootstrap, topic, group, policy,
+                             resume_positions=sink.resume_positions)
+    stop = threading.Event()
+
+    def stop_when_done() -> None:
+        while sink.written < count and not stop.wait(0.05):
+            pass
+        stop.set()
+
+    watcher = threading.Thread(target=stop_when_done, daemon=True)
+    watcher.start()
+    run(consumer, sink, stop)
+    watcher.join()
+    return sink
+
+
+def bench_throughput(bootstrap: str, work: Path, count: int) -> dict[str, Any]:
+    topic = _topic(bootstrap)
+    stats = producer.produce(producer.synthetic_rows(count, seed=5), bootstrap, topic, "bench",
+                             progress=False)
+    raw_s = _raw_consume(bootstrap, topic, count)
+    sink = _ingest(bootstrap, topic, f"embedded://{work / 'store-throughput'}", count,
+                   BatchPolicy(max_records=5000, max_latency_s=0.1))
+    ingest_s = sink.last_write_done - (sink.first_write_started or 0)
+    return {"events": stats.acknowledged,
+            "ingest_events_per_second": round(count / ingest_s),
+            "raw_consume_events_per_second": round(count / raw_s),
+            "ratio_vs_floor": round(raw_s / ingest_s, 3),
+            "goal": "ratio >= 0.6 and ingest_events_per_second >= 50000"}
+
+
+def bench_freshness(bootstrap: str, work: Path, rate: int, seconds: int) -> dict[str, Any]:
+    topic = _topic(bootstrap)
+    count = rate * seconds
+    feeder = subprocess.Popen(
+        [sys.executable, "-m", "fraudflow", "--bootstrap-servers", bootstrap, "produce",
+         "--synthetic", str(count), "--seed", "6", "--topic", topic, "--rate", str(rate),
+         "--no-progress"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sink = _ingest(bootstrap, topic, f"embedded://{work / 'store-freshness'}", count,
+                   BatchPolicy())
+    feeder.wait(timeout=60)
+    cuts = statistics.quantiles(sink.latencies, n=100)
+    return {"rate_events_per_second": rate, "events": count,
+            "produce_to_queryable_p50_ms": round(statistics.median(sink.latencies) * 1000, 1),
+            "produce_to_queryable_p99_ms": round(cuts[98] * 1000, 1),
+            "goal": "p99 <= 200 ms at 5000 events/s"}
+
+
+def run_benchmarks(events: int = 300_000, rate: int = 5000, seconds: int = 10,
+                   bootstrap: str | None = None) -> dict[str, Any]:
+    """Runs against `bootstrap`, or a broker of its own started for the run."""
+    with tempfile.TemporaryDirectory(prefix="fraudflow-bench-ingest-") as tmp:
+        work = Path(tmp)
+        started_here = bootstrap is None
+        if bootstrap is None:
+            info = broker.start(work / "var", port=broker.free_port(),
+                                controller_port=broker.free_port())
+            bootstrap = info.bootstrap_servers
+        try:
+            return {"throughput": bench_throughput(bootstrap, work, events),
+                    "freshness": bench_freshness(bootstrap, work, rate, seconds)}
+        finally:
+            if started_here:
+                broker.stop(work / "var")
