@@ -232,9 +232,61 @@ class EmbeddedStore:
         return _empty()
 
     def _create_sqlite_index(self, table: str, index: Index) -> None:
-        name = f"{table}:{'_'.join(index.keys)}:{index.ts}"
-        cols = ", ".join(quote(c) for c in (*index.keys, index.ts))
+        self._create_physical(table, [*index.keys, index.ts])
+
+    def _create_physical(self, table: str, columns: list[str]) -> str:
+        name = f"{table}:{'_'.join(columns)}"
+        cols = ", ".join(quote(c) for c in columns)
         self.db.execute(f"CREATE INDEX IF NOT EXISTS {quote(name)} ON {quote(table)} ({cols})")
+        return name
+
+    def _physical_indexes(self, table: str) -> dict[str, list[str]]:
+        names = [r[0] for r in self.db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ? "
+            "AND sql IS NOT NULL ORDER BY name", (table,))]
+        return {name: [r[2] for r in self.db.execute(f"PRAGMA index_info({quote(name)})")]
+                for name in names}
+
+    def _physical_for(self, table: str, keys: Sequence[str], ts: str,
+                      ordered: bool) -> str | None:
+        """The SQLite index a window reads: (keys, ts) for a time-bounded or row-limited
+        window; for an unbounded one any index led by its keys (it counts all of them)."""
+        for name, columns in self._physical_indexes(table).items():
+            lead = columns[:len(keys)]
+            if set(lead) == set(keys) and (not ordered or columns[len(keys):] == [ts]):
+                return name
+        return None
+
+    def _ensure_physical_indexes(self, table: str, select: d.Select,
+                                 schema: TableSchema) -> None:
+        """SQLite indexes for the deployment's windows. Every index slows inserts, so
+        unbounded windows share one index when their keys nest (ip ⊂ ip,app ⊂ ip,app,os)."""
+        unbounded: list[d.WindowSpec] = []
+        for spec in select.windows.values():
+            if _needs_order(spec, schema):
+                if self._physical_for(table, spec.partition_by, spec.order_by, True) is None:
+                    self._create_physical(table, [*spec.partition_by, spec.order_by])
+            else:
+                unbounded.append(spec)
+        key_sets = [set(spec.partition_by) for spec in unbounded]
+        for spec in sorted(unbounded, key=lambda w: -len(w.partition_by)):
+            if self._physical_for(table, spec.partition_by, spec.order_by, False) is None:
+                # lead with the keys most windows share, so smaller key sets are prefixes
+                columns = sorted(spec.partition_by,
+                                 key=lambda c: (-sum(c in k for k in key_sets), c))
+                self._create_physical(table, [*columns, spec.order_by])
+
+    def _request_plan(self, db: str, select: d.Select, schema: TableSchema,
+                      output: list[Column]) -> RequestPlan:
+        table = _sqlite_table(db, schema.name)
+        physical = {}
+        for spec in select.windows.values():
+            name = self._physical_for(table, spec.partition_by, spec.order_by,
+                                      _needs_order(spec, schema))
+            if name is None:
+                raise CatalogError(f"no SQLite index for window {spec.name}; redeploy")
+            physical[spec.name] = name
+        return RequestPlan(select, schema, table, output, physical)
 
     def _drop_table(self, db: str, name: str, if_exists: bool) -> Result:
         if self._catalog_get("table", db, name) is None:
@@ -550,8 +602,9 @@ class EmbeddedStore:
             for table_name, indexes in needed.items():
                 self._ensure_indexes(db, tables[table_name], indexes)
             schema = self.table(db, stmt.select.table)
+            self._ensure_physical_indexes(_sqlite_table(db, schema.name), stmt.select, schema)
             # Compiling the plan now rejects constructs request mode cannot run here.
-            RequestPlan(stmt.select, schema, _sqlite_table(db, schema.name), output)
+            self._request_plan(db, stmt.select, schema, output)
             self._catalog_put("deployment", db, stmt.name, {
                 "sql": stmt.select.text, "options": stmt.options,
                 "tables": [stmt.select.table],
@@ -577,8 +630,7 @@ class EmbeddedStore:
                                 old.ttl_type if old.ttl_type == want.ttl_type else "absandlat")
                 indexes[indexes.index(old)] = widened
             else:
-                indexes.append(want)
-                self._create_sqlite_index(_sqlite_table(db, schema.name), want)
+                indexes.append(want)  # its SQLite index: _ensure_physical_indexes
         updated = TableSchema(schema.name, schema.columns, tuple(indexes))
         self._catalog_put("table", db, schema.name, updated.to_json())
 
@@ -610,7 +662,7 @@ class EmbeddedStore:
                 assert isinstance(select, d.Select)
                 schema = self.table(db, select.table)
                 output = [Column(n, t) for n, t in body["output"]]
-                plan = RequestPlan(select, schema, _sqlite_table(db, schema.name), output)
+                plan = self._request_plan(db, select, schema, output)
                 self._plans[(db, name)] = plan
             return plan
 
@@ -693,6 +745,15 @@ def _batch_output(stmt: d.Select, db: str, tables: Mapping[str, TableSchema],
             raise UnsupportedStatementError(f"the result type of {call.name}() here")
         columns.append(Column(name, kind))
     return columns
+
+
+def _needs_order(spec: d.WindowSpec, schema: TableSchema) -> bool:
+    """True when a window reads a time range or the newest rows, not all rows of its keys."""
+    limited = spec.preceding is not None or spec.maxsize is not None or \
+        spec.exclude_current_time
+    index = next((i for i in schema.indexes if set(i.keys) == set(spec.partition_by)
+                  and i.ts == spec.order_by), None)
+    return limited or (index is not None and index.ttl_latest > 0)
 
 
 def _sqlite_table(db: str, table: str) -> str:

@@ -32,11 +32,13 @@ class RequestPlan:
     """A deployment compiled for request mode: one SQLite query per window, Python scalars."""
 
     def __init__(self, select: d.Select, table: TableSchema, sqlite_table: str,
-                 output: list[Column]) -> None:
+                 output: list[Column], sqlite_indexes: Mapping[str, str]) -> None:
+        """`sqlite_indexes`: the SQLite index each window (by name) reads."""
         self.select = select
         self.table = table
         self.sqlite_table = sqlite_table
         self.output = output
+        self.sqlite_indexes = sqlite_indexes
         self.windows = [self._window_query(spec) for spec in select.windows.values()]
         for item in select.items:
             if item.expr is not None:
@@ -87,7 +89,8 @@ class RequestPlan:
                 params.append(request[key])
         columns = sorted({c.args[0].name for c in window.calls if not c.star
                           and isinstance(c.args[0], d.ColumnRef)} | {spec.order_by})
-        source = self._visible_rows(index, columns, key_filters, now_ms)
+        source = self._visible_rows(index, self.sqlite_indexes[spec.name], columns,
+                                    key_filters, now_ms)
         frame = [f"{ts_col} < ?" if spec.exclude_current_time else f"{ts_col} <= ?"]
         params.append(request_ts)
         if spec.frame == "rows_range" and spec.preceding is not None:
@@ -123,20 +126,22 @@ class RequestPlan:
             result[call] = _combine(call.name, agg, count, total, current, seen)
         return result
 
-    def _visible_rows(self, index: Index, columns: list[str], key_filters: list[str],
-                      now_ms: int) -> str:
+    def _visible_rows(self, index: Index, sqlite_index: str, columns: list[str],
+                      key_filters: list[str], now_ms: int) -> str:
         """The index's rows for the key that its TTL still keeps, as a SQLite subquery."""
         cols = ", ".join([*(quote(c) for c in columns), "_seq"])
         where = " AND ".join(key_filters) or "1"
+        # named, so SQLite never picks a worse index for a window than the one made for it
+        table = f"{quote(self.sqlite_table)} INDEXED BY {quote(sqlite_index)}"
         ts_col = quote(index.ts)
         abs_keep = f"{ts_col} >= {now_ms - index.ttl_minutes * 60_000}" \
             if index.ttl_minutes else None
         if not index.ttl_latest:
             if abs_keep and index.ttl_type in {"absolute", "absorlat", "absandlat"}:
                 where += f" AND {abs_keep}"
-            return f"(SELECT {cols} FROM {quote(self.sqlite_table)} WHERE {where})"
+            return f"(SELECT {cols} FROM {table} WHERE {where})"
         ranked = (f"(SELECT {cols}, row_number() OVER (ORDER BY {ts_col} DESC, _seq DESC) "
-                  f"AS _rank FROM {quote(self.sqlite_table)} WHERE {where})")
+                  f"AS _rank FROM {table} WHERE {where})")
         latest_keep = f"_rank <= {index.ttl_latest}"
         if abs_keep is None or index.ttl_type == "latest":
             keep = latest_keep
