@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup test lint demo bench clean
+.PHONY: setup test lint demo up stop bench chaos clean
 
 setup: $(VENV)/.installed
 
@@ -22,6 +22,12 @@ test: setup lint
 
 demo: setup
 	$(BIN)/python -m fraudflow.demo
+
+up: setup
+	$(BIN)/python -m fraudflow.demo up
+
+stop: setup
+	$(BIN)/python -m fraudflow.demo stop
 
 bench: setup
 	$(BIN)/fraudflow bench all --out bench/results.json

@@ -1,0 +1,311 @@
+"""`make demo`: the whole pipeline on one machine, on the embedded defaults.
+
+Starts the local Kafka broker, creates the table and deployment, streams the real sample and
+synthetic clicks (with a few malformed events) through Kafka while the ingest and archive
+consumers run, runs the retraining workflow once, starts the predict server, scores events as
+curl would, and prints a report. The broker, consumers and server keep running afterwards
+(`make stop` stops them); `make up` runs the same stack with the scheduler on its cron.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import requests
+from kafka import KafkaAdminClient, KafkaProducer
+from prometheus_client.parser import text_string_to_metric_families
+
+from fraudflow.config import Settings, get_settings
+from fraudflow.exceptions import FraudFlowError
+
+SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "talkingdata" / \
+    "train_sample_days.csv"
+SYNTHETIC_CLICKS = 200_000
+INGEST_METRICS_PORT = 9101
+ARCHIVE_METRICS_PORT = 9102
+# The sample and the synthetic clicks end on 2017-11-09 16:00 (UTC+8 wall clock).
+WINDOW_END = "2017-11-09 17:00:00"
+
+
+class DemoError(FraudFlowError):
+    """A demo step failed; the message names the step."""
+
+
+class Demo:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.home = settings.var_dir / "demo"
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.report: dict[str, Any] = {}
+        self.step_number = 0
+
+    # --- plumbing ---------------------------------------------------------------------------
+
+    def step(self, title: str, action: Callable[[], None]) -> None:
+        self.step_number += 1
+        print(f"\n[{self.step_number}/9] {title}", flush=True)
+        started = time.monotonic()
+        try:
+            action()
+        except Exception as exc:
+            raise DemoError(f"step {self.step_number} ({title}) failed: {exc}") from exc
+        print(f"      done in {time.monotonic() - started:.1f}s", flush=True)
+
+    def fraudflow(self, *args: str, log: str | None = None) -> subprocess.Popen[bytes]:
+        out = (self.home / log).open("ab") if log else None
+        return subprocess.Popen([sys.executable, "-m", "fraudflow", *args],
+                                stdout=out, stderr=subprocess.STDOUT if out else None)
+
+    def run(self, *args: str) -> None:
+        proc = self.fraudflow(*args)
+        if proc.wait() != 0:
+            raise DemoError(f"`fraudflow {' '.join(args)}` exited with {proc.returncode}")
+
+    def remember(self, name: str, proc: subprocess.Popen[bytes]) -> None:
+        pids_file = self.home / "pids.json"
+        pids = json.loads(pids_file.read_text()) if pids_file.exists() else {}
+        pids[name] = proc.pid
+        pids_file.write_text(json.dumps(pids))
+
+    # --- steps ------------------------------------------------------------------------------
+
+    def start_broker(self) -> None:
+        self.run("kafka", "start")
+
+    def init_store(self) -> None:
+        self.run("init")
+
+    def start_consumers(self) -> None:
+        stop()  # consumers or a server of an earlier demo run
+        self.remember("ingest", self.fraudflow(
+            "ingest", "--metrics-port", str(INGEST_METRICS_PORT), log="ingest.log"))
+        self.remember("archive", self.fraudflow(
+            "archive", "--flush-seconds", "2", "--metrics-port", str(ARCHIVE_METRICS_PORT),
+            log="archive.log"))
+
+    def stream(self) -> None:
+        self.run("produce", "--input", str(SAMPLE))
+        self.run("produce", "--synthetic", str(SYNTHETIC_CLICKS), "--seed", "42")
+        malformed = [b"not json", b'{"ip": -1}', b'{"ip": 1, "app": "x"}',
+                     b'{"schema_version": 9}']
+        producer = KafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap_servers,
+                                 acks="all")
+        for value in malformed:
+            producer.send(self.settings.topic, value=value)
+        producer.flush()
+        producer.close()
+        self.report["events_produced"] = 10_000 + SYNTHETIC_CLICKS + len(malformed)
+        self.report["malformed_injected"] = len(malformed)
+
+    def wait_for_consumers(self) -> None:
+        for group in ("online-ingest", "archive"):
+            deadline = time.monotonic() + 300
+            while (lag := _group_lag(self.settings, group)) != 0:
+                if time.monotonic() > deadline:
+                    raise DemoError(f"consumer group {group} still {lag} behind after 5 min")
+                time.sleep(1)
+        ingest = _scrape(INGEST_METRICS_PORT)
+        self.report["events_ingested"] = int(
+            _sample(ingest, "fraudflow_consumer_rows_written_total"))
+        self.report["events_dead_lettered"] = int(
+            _sample(ingest, "fraudflow_consumer_dead_letters_total"))
+        self.report["freshness_p99_seconds"] = _histogram_quantile(
+            ingest, "fraudflow_consumer_produce_to_write_seconds", 0.99)
+        archive = _scrape(ARCHIVE_METRICS_PORT)
+        self.report["events_archived"] = int(
+            _sample(archive, "fraudflow_consumer_rows_written_total"))
+
+    def retrain(self) -> None:
+        self.run("workflow", "run", "--window-end", WINDOW_END)
+        production = self.settings.model_dir / "production.json"
+        if not production.exists():
+            raise DemoError("the workflow promoted no model (see the task outcomes above)")
+        version = json.loads(production.read_text())["version"]
+        metadata = json.loads((self.settings.model_dir / "versions" / version /
+                               "metadata.json").read_text())
+        self.report["model_version"] = version
+        self.report["model_metrics"] = metadata.get("metrics", {})
+        self.report["report_dir"] = str(self.settings.model_dir / "versions" / version / "report")
+
+    def start_server(self) -> None:
+        server = self.fraudflow("serve", "--port", str(self.settings.port), "--workers", "2",
+                                log="serve.log")
+        self.remember("serve", server)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if server.poll() is not None:
+                raise DemoError(f"the predict server exited; see {self.home / 'serve.log'}")
+            try:
+                if requests.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.5)
+        raise DemoError("the predict server was not ready within 90 s")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.port}"
+
+    def score(self) -> None:
+        from features.datagen import read_clicks
+
+        clicks = read_clicks(SAMPLE).head(2000)
+        session = requests.Session()
+        latencies: list[float] = []
+        scores: list[float] = []
+        for row in clicks.itertuples():
+            event = {"ip": row.ip, "app": row.app, "device": row.device, "os": row.os,
+                     "channel": row.channel,
+                     "click_time": row.click_time.strftime("%Y-%m-%d %H:%M:%S")}
+            started = time.perf_counter()
+            reply = session.post(f"{self.url}/predict", json=event, timeout=10)
+            latencies.append(time.perf_counter() - started)
+            reply.raise_for_status()
+            scores.append(reply.json()["score"])
+        cuts = statistics.quantiles(latencies, n=100)
+        self.report["predict_requests"] = len(latencies)
+        self.report["predict_p50_ms"] = round(statistics.median(latencies) * 1000, 2)
+        self.report["predict_p99_ms"] = round(cuts[98] * 1000, 2)
+        seed_event = {"ip": 114904, "app": 11, "device": 1, "os": 15, "channel": 319,
+                      "click_time": 1509960088000}
+        example = session.post(f"{self.url}/predict?explain=1", json=seed_event, timeout=10)
+        self.report["example_request"] = seed_event
+        self.report["example_reply"] = example.json()
+
+    def print_report(self) -> None:
+        r = self.report
+        metrics = r.get("model_metrics", {})
+        print("\n================ FraudFlow demo report ================")
+        print(f"events produced        {r['events_produced']:>10}  "
+              f"({r['malformed_injected']} malformed on purpose)")
+        print(f"ingested (online)      {r['events_ingested']:>10}")
+        print(f"archived (lake)        {r['events_archived']:>10}")
+        print(f"dead-lettered          {r['events_dead_lettered']:>10}  "
+              f"(topic {self.settings.topic}.dlq)")
+        print(f"freshness p99          {r['freshness_p99_seconds'] * 1000:>8.0f}ms  "
+              "(produce → queryable, histogram bucket bound)")
+        print(f"model                  {r['model_version']}")
+        print(f"  holdout AUC          {metrics.get('auc', float('nan')):>10.4f}  "
+              "(the gate promoted it)")
+        print(f"predict latency        p50 {r['predict_p50_ms']} ms, p99 {r['predict_p99_ms']} ms "
+              f"over {r['predict_requests']} sequential requests")
+        print("\nexample (as curl would):")
+        print(f"  curl -s '{self.url}/predict?explain=1' -H 'Content-Type: application/json' "
+              f"-d '{json.dumps(r['example_request'])}'")
+        print(f"  → {json.dumps(r['example_reply'])}")
+        print("\nwhere to look:")
+        print(f"  predict metrics   {self.url}/metrics")
+        print(f"  ingest metrics    http://127.0.0.1:{INGEST_METRICS_PORT}/metrics")
+        print(f"  archive metrics   http://127.0.0.1:{ARCHIVE_METRICS_PORT}/metrics")
+        print(f"  training report   {r['report_dir']}/*.png")
+        print(f"  workflow runs     {self.settings.var_dir / 'workflow' / 'runs'}")
+        print(f"  logs              {self.home}/*.log")
+        print("\nstop everything:   make stop")
+        (self.home / "report.json").write_text(json.dumps(r, indent=2, default=str))
+
+
+def _group_lag(settings: Settings, group: str) -> int:
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    try:
+        committed = admin.list_consumer_group_offsets(group)
+    finally:
+        admin.close()
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    try:
+        partitions = [tp for tp in committed if tp.topic == settings.topic]
+        if not partitions:
+            return -1  # nothing committed yet
+        ends = consumer.end_offsets(partitions)
+    finally:
+        consumer.close()
+    return sum(ends[tp] - committed[tp].offset for tp in partitions)
+
+
+def _scrape(port: int) -> list[Any]:
+    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    return list(text_string_to_metric_families(text))
+
+
+def _sample(families: list[Any], name: str) -> float:
+    return sum(s.value for f in families for s in f.samples if s.name == name)
+
+
+def _histogram_quantile(families: list[Any], name: str, quantile: float) -> float:
+    buckets = sorted((float(s.labels["le"]), s.value) for f in families for s in f.samples
+                     if s.name == f"{name}_bucket")
+    total = buckets[-1][1] if buckets else 0
+    for bound, count in buckets:
+        if total and count >= quantile * total:
+            return bound
+    return float("nan")
+
+
+def stop() -> None:
+    """Stop the consumers and the predict server a demo left running (not the broker)."""
+    pids_file = get_settings().var_dir / "demo" / "pids.json"
+    if not pids_file.exists():
+        return
+    for pid in json.loads(pids_file.read_text()).values():
+        with contextlib.suppress(ProcessLookupError):  # already gone
+            os.kill(pid, signal.SIGTERM)
+    pids_file.unlink()
+
+
+def up(settings: Settings) -> None:
+    """The local stack, long-lived: broker, consumers, predict server, and the scheduler in
+    the foreground until Ctrl-C, which stops them all."""
+    demo = Demo(settings)
+    demo.start_broker()
+    demo.init_store()
+    demo.start_consumers()
+    demo.start_server()
+    print(f"predict server {demo.url}; scheduler on FRAUDFLOW_WORKFLOW_CRON; Ctrl-C stops all")
+    scheduler = demo.fraudflow("scheduler")
+    try:
+        scheduler.wait()
+    except KeyboardInterrupt:
+        scheduler.wait()
+    finally:
+        stop()
+
+
+def main() -> None:
+    if sys.argv[1:] == ["stop"]:
+        stop()
+        subprocess.run([sys.executable, "-m", "fraudflow", "kafka", "stop"], check=False)
+        return
+    if sys.argv[1:] == ["up"]:
+        up(get_settings())
+        return
+    demo = Demo(get_settings())
+    try:
+        demo.step("Kafka broker (KRaft, local)", demo.start_broker)
+        demo.step("feature store: table + deployment `demo`", demo.init_store)
+        demo.step("ingest + archive consumers", demo.start_consumers)
+        demo.step("streaming the real sample, synthetic clicks and a few malformed events",
+                  demo.stream)
+        demo.step("waiting for the consumers to catch up", demo.wait_for_consumers)
+        demo.step("retraining workflow (local runner)", demo.retrain)
+        demo.step("predict server", demo.start_server)
+        demo.step("scoring clicks over HTTP", demo.score)
+        demo.step("report", demo.print_report)
+    except DemoError as exc:
+        print(f"\ndemo failed: {exc}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
