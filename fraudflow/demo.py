@@ -30,7 +30,7 @@ from fraudflow.exceptions import FraudFlowError
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "talkingdata" / \
     "train_sample_days.csv"
-SYNTHETIC_CLICKS = 200_000
+SYNTHETIC_CLICKS = 100_000
 INGEST_METRICS_PORT = 9101
 ARCHIVE_METRICS_PORT = 9102
 # The sample and the synthetic clicks end on 2017-11-09 16:00 (UTC+8 wall clock).
@@ -146,9 +146,9 @@ class Demo:
             if server.poll() is not None:
                 raise DemoError(f"the predict server exited; see {self.home / 'serve.log'}")
             try:
-                if requests.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                if requests.get(f"{self.url}/readyz", timeout=15).status_code == 200:
                     return
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):
                 pass
             time.sleep(0.5)
         raise DemoError("the predict server was not ready within 90 s")
@@ -218,7 +218,7 @@ class Demo:
 def _group_lag(settings: Settings, group: str) -> int:
     admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
     try:
-        committed = admin.list_consumer_group_offsets(group)
+        committed = admin.list_group_offsets(group)[group]
     finally:
         admin.close()
     from kafka import KafkaConsumer
