@@ -32,5 +32,8 @@ stop: setup
 bench: setup
 	$(BIN)/fraudflow bench all --out bench/results.json
 
+chaos: setup
+	$(BIN)/python -m fraudflow.chaos
+
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache
