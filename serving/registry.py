@@ -76,6 +76,11 @@ class Registry:
         if report_dir is not None and report_dir.exists():
             shutil.copytree(report_dir, staging / "report")
         final = self._versions / version
+        if final.exists():  # the same model text saved twice within a second
+            version = f"{version}-{staging.name.rsplit('.', 1)[-1]}"
+            final = self._versions / version
+            full["version"] = version
+            (staging / "metadata.json").write_text(json.dumps(full, indent=2, sort_keys=True))
         os.rename(staging, final)
         return ModelVersion(version, final)
 

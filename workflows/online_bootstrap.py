@@ -1,0 +1,33 @@
+"""Step `load_online`: fill an empty online table from the lake (the seed's "load online").
+
+Only an empty table is loaded: once the ingest consumer writes to it, the online table is
+already current and loading the lake again would duplicate every click. Runs after DEPLOY, so
+the deployment's indexes exist before the rows arrive.
+"""
+
+from __future__ import annotations
+
+from features.connection import connect
+from fraudflow.config import Settings
+from workflows.lake_import import LAKE_PATTERN, lake_files
+
+
+def bootstrap_online(settings: Settings) -> str:
+    files = lake_files(settings.lake_dir)
+    conn = connect(settings.store_url, settings.database)
+    try:
+        cursor = conn.cursor()
+        cursor.execute("SET @@execute_mode='online'")
+        cursor.execute(f"SELECT * FROM {settings.table} LIMIT 1")
+        if cursor.fetchall():
+            return f"online table {settings.table} already has rows: left as it is"
+        if not files:
+            return f"the lake {settings.lake_dir} has no files yet: nothing to load"
+        cursor.execute(f"LOAD DATA INFILE '{settings.lake_dir.absolute()}/{LAKE_PATTERN}' "
+                       f"INTO TABLE {settings.table} OPTIONS(format='parquet', mode='append')")
+        rows = getattr(cursor, "rowcount", -1)
+        conn.commit()
+    finally:
+        conn.close()
+    loaded = f"{rows} rows" if rows >= 0 else "its rows"
+    return f"loaded {loaded} of {len(files)} lake files into the empty online table"

@@ -1,0 +1,64 @@
+"""Step `report`: explain a rejected candidate and count it for alerting.
+
+Writes `rejection.md` (why, both models' metrics on the same holdout, the comparison plots)
+next to the window's gate decision; production is left as it is.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fraudflow.config import Settings
+from workflows.alerting import REJECTED, record_outcome
+from workflows.gate import GateDecision, read_decision
+from workflows.layout import Layout
+from workflows.window import Window
+
+_METRICS = ("auc", "pr_auc", "logloss", "rows", "positives")
+
+
+def report_rejection(settings: Settings, layout: Layout, window: Window) -> str:
+    decision = read_decision(layout, window)
+    if decision.passed:
+        return f"candidate {decision.candidate_version} passed the gate: nothing to report"
+    path = layout.rejection(window.id)
+    path.write_text(_markdown(decision, layout.work(window.id) / "gate"))
+    record_outcome(layout, settings.model_dir, REJECTED,
+                   f"{window.id}/{decision.candidate_version}", decision.candidate_metrics["auc"])
+    return (f"rejected {decision.candidate_version}: {'; '.join(decision.reasons)} "
+            f"(report {path})")
+
+
+def _markdown(decision: GateDecision, plots: Path) -> str:
+    production = decision.production_version or "none"
+    lines = [
+        f"# Candidate {decision.candidate_version} rejected (window ending {decision.window})",
+        "",
+        f"Production stays {production}.",
+        "",
+        "## Why",
+        *[f"- {reason}" for reason in decision.reasons],
+        *[f"- note: {note}" for note in decision.notes],
+        "",
+        f"Gate: AUC floor {decision.auc_floor}, allowed drop from production "
+        f"{decision.max_auc_drop}.",
+        "",
+        "## Metrics on the window's holdout",
+        "",
+        "| metric | candidate | production |",
+        "|---|---|---|",
+        *[f"| {name} | {_cell(decision.candidate_metrics, name)} | "
+          f"{_cell(decision.production_metrics, name)} |" for name in _METRICS],
+        "",
+        *[f"![{png.stem}]({png})" for png in sorted(plots.glob("*.png"))],
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _cell(metrics: dict[str, Any] | None, name: str) -> str:
+    if metrics is None or metrics.get(name) is None:
+        return "–"
+    value = metrics[name]
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
