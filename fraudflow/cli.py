@@ -43,11 +43,12 @@ def _register() -> None:
     from features.cli import commands as feature_commands
     from fraudflow.bench import bench
     from ingest.cli import commands as ingest_commands
+    from monitoring.cli import commands as monitoring_commands
     from serving.cli import commands as serving_commands
     from workflows.cli import commands as workflow_commands
 
     for command in (*feature_commands, *ingest_commands, *serving_commands,
-                    *workflow_commands, bench):
+                    *workflow_commands, *monitoring_commands, bench):
         main.add_command(command)
 
 

@@ -59,6 +59,7 @@ def run(consumer: BatchConsumer, sink: Sink, stop: threading.Event,
     started = time.monotonic()
     idle_since: float | None = None
     next_lag_check = 0.0
+    reported: set[int] = set()  # partitions whose lag this process exports
     try:
         while not stop.is_set():
             batch = consumer.poll_batch()
@@ -74,7 +75,7 @@ def run(consumer: BatchConsumer, sink: Sink, stop: threading.Event,
             consumer.commit(positions)
             now = time.monotonic()
             if now >= next_lag_check or (until_idle_s is not None and not batch):
-                lag = _report_lag(consumer, sink.name)
+                lag = _report_lag(consumer, sink.name, reported)
                 next_lag_check = now + LAG_INTERVAL_S
                 # caught up = partitions assigned and none behind (no assignment yet: a
                 # rebalance is pending, e.g. a killed member's session has not expired)
@@ -109,7 +110,7 @@ def _retry(action: Callable[[], Positions], name: str,
             backoff = min(backoff * 2, MAX_BACKOFF_S)
 
 
-def _report_lag(consumer: BatchConsumer, name: str) -> dict[int, int]:
+def _report_lag(consumer: BatchConsumer, name: str, reported: set[int]) -> dict[int, int]:
     try:
         lag = consumer.lag()
     except Exception as exc:  # lag is only reported; the broker may be away for a moment
@@ -117,4 +118,8 @@ def _report_lag(consumer: BatchConsumer, name: str) -> dict[int, int]:
         return {}
     for partition, messages in lag.items():
         metrics.LAG.labels(name, consumer.topic, str(partition)).set(messages)
+    for partition in reported - lag.keys():  # moved to another member: its lag is theirs
+        metrics.LAG.remove(name, consumer.topic, str(partition))
+    reported.clear()
+    reported.update(lag)
     return lag
