@@ -13,6 +13,7 @@ written model or pointer.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -112,16 +113,22 @@ class Registry:
         return list(self._read_pointer().get("history", []))
 
     def promote(self, version: str) -> ModelVersion:
-        """Make `version` the production model (atomic pointer switch)."""
+        """Make `version` the production model (atomic pointer switch; promotions from
+        several processes are serialized so none loses another's history entry)."""
         model = self.get(version)
+        self.root.mkdir(parents=True, exist_ok=True)
+        with (self.root / ".promote.lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self._switch_pointer(version)
+        return model
+
+    def _switch_pointer(self, version: str) -> None:
         pointer = self._read_pointer()
         history = pointer.get("history", [])
         history.append({"version": version, "promoted_at": datetime.now(UTC).isoformat()})
-        self.root.mkdir(parents=True, exist_ok=True)
         fd, temp = tempfile.mkstemp(prefix=".production.", dir=self.root)
         with os.fdopen(fd, "w") as handle:
             json.dump({"version": version, "history": history}, handle, indent=2)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temp, self._pointer)
-        return model

@@ -1,0 +1,75 @@
+"""POST /predict: score one click event, or a JSON array of them.
+
+Reply for one event:
+    {"model_version": "20261128T120000Z-1a2b3c4d", "score": 0.0031, "decision": "fraud"}
+and for an array, in its order:
+    {"model_version": "...", "predictions": [{"score": ..., "decision": ...}, ...]}
+`score` is the model's probability that the click is attributed (leads to an app download),
+as in the seed; `decision` is "fraud" when the score is below the THRESHOLD setting, else
+"ok". With `?explain=1` each prediction also has "features": the model's inputs by name.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from serving.errors import APIError
+from serving.features import Event, FeatureStoreUnavailable, feature_store, parse_event
+from serving.metrics import DECISIONS, FEATURE_FETCH_DURATION, INFERENCE_DURATION, SCORES
+from serving.model import feature_positions, model_holder
+
+bp = Blueprint("predict", __name__)
+
+_FRAUD = DECISIONS.labels(decision="fraud")
+_OK = DECISIONS.labels(decision="ok")
+
+
+@bp.post("/predict")
+def predict() -> Response:
+    body = request.get_json()  # 415 unless a JSON content type, 400 unless valid JSON
+    events = _events(body)
+    model = model_holder().current  # this one model for the whole request, even mid-swap
+    if model is None:
+        raise APIError(503, "no model loaded yet: the registry has no usable production model")
+    started = time.perf_counter()
+    try:
+        features = feature_store().fetch(model.database, model.deployment, events)
+        matrix = model.matrix(features)
+    except FeatureStoreUnavailable as exc:
+        current_app.logger.warning("%s", exc)
+        raise APIError(503, "the feature store is unavailable, retry later") from None
+    fetched = time.perf_counter()
+    scores = model.predict(matrix).tolist()
+    FEATURE_FETCH_DURATION.observe(fetched - started)
+    INFERENCE_DURATION.observe(time.perf_counter() - fetched)
+
+    threshold = current_app.config["THRESHOLD"]
+    predictions: list[dict[str, Any]] = []
+    for score in scores:
+        fraud = score < threshold
+        (_FRAUD if fraud else _OK).inc()
+        SCORES.observe(score)
+        predictions.append({"score": score, "decision": "fraud" if fraud else "ok"})
+    if request.args.get("explain", "0").lower() in {"1", "true", "yes"}:
+        positions = feature_positions(features.names, model.feature_names)
+        for prediction, row in zip(predictions, features.rows, strict=True):
+            prediction["features"] = {name: row[column] for name, column
+                                      in zip(model.feature_names, positions, strict=True)}
+    if isinstance(body, list):
+        return jsonify(model_version=model.version, predictions=predictions)
+    return jsonify({"model_version": model.version, **predictions[0]})
+
+
+def _events(body: Any) -> list[Event]:
+    """The request rows of a body: one event, or a batch (a JSON array) of them."""
+    if not isinstance(body, list):
+        return [parse_event(body)]
+    limit = current_app.config["MAX_BATCH_SIZE"]
+    if len(body) > limit:
+        raise APIError(413, f"a batch has at most {limit} events, this one {len(body)}")
+    if not body:
+        raise APIError(400, "the batch is empty")
+    return [parse_event(raw, f"[{i}]") for i, raw in enumerate(body)]
