@@ -29,6 +29,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 
 import features
+from fraudflow.demo import wait_ready
 from ingest import broker, events, producer
 from ingest.archive import archived_files
 from serving.registry import Registry
@@ -185,7 +186,7 @@ class Chaos:
         server = self.fraudflow("serve", "--port", str(port), "--workers", "2",
                                 log="serve.log")
         url = f"http://127.0.0.1:{port}"
-        _wait_ready(url, server)
+        wait_ready(url, server, self.root / "serve.log")
         stop = threading.Event()
         outcomes: Counter[str] = Counter()
         lock = threading.Lock()
@@ -216,20 +217,6 @@ class Chaos:
                            predict_ok=outcomes["200"],
                            predict_5xx=sum(v for k, v in outcomes.items() if k.startswith("5")),
                            predict_failed=outcomes["error"])
-
-
-def _wait_ready(url: str, server: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError("the predict server exited")
-        try:
-            if requests.get(f"{url}/readyz", timeout=15).status_code == 200:
-                return
-        except (requests.ConnectionError, requests.Timeout):
-            pass
-        time.sleep(0.5)
-    raise RuntimeError("the predict server was not ready in 120 s")
 
 
 def _load(url: str, stop: threading.Event, outcomes: Counter[str], lock: threading.Lock,

@@ -153,17 +153,7 @@ class Demo:
         server = self.fraudflow("serve", "--port", str(self.settings.port), "--workers", "2",
                                 log="serve.log")
         self.remember("serve", server)
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            if server.poll() is not None:
-                raise DemoError(f"the predict server exited; see {self.home / 'serve.log'}")
-            try:
-                if requests.get(f"{self.url}/readyz", timeout=15).status_code == 200:
-                    return
-            except (requests.ConnectionError, requests.Timeout):
-                pass
-            time.sleep(0.5)
-        raise DemoError("the predict server was not ready within 90 s")
+        wait_ready(self.url, server, self.home / "serve.log")
 
     @property
     def url(self) -> str:
@@ -225,6 +215,22 @@ class Demo:
         print(f"  logs              {self.home}/*.log")
         print("\nstop everything:   make stop")
         (self.home / "report.json").write_text(json.dumps(r, indent=2, default=str))
+
+
+def wait_ready(url: str, server: subprocess.Popen[bytes], log: Path,
+               timeout_s: float = 120) -> None:
+    """Until the predict server at `url` answers /readyz with 200 (model and store ready)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise DemoError(f"the predict server exited; see {log}")
+        try:
+            if requests.get(f"{url}/readyz", timeout=15).status_code == 200:
+                return
+        except (requests.ConnectionError, requests.Timeout):
+            pass  # still booting
+        time.sleep(0.5)
+    raise DemoError(f"the predict server was not ready within {timeout_s:.0f} s; see {log}")
 
 
 def _group_lag(settings: Settings, group: str) -> int:

@@ -308,7 +308,8 @@ def _format_storage(java: str, jars: Path, home: Path, props: Path) -> None:
         [*_jvm_args(java, jars, home, 256), *_class_sharing_args(java, jars, None),
          "-XX:TieredStopAtLevel=1",  # a one-shot tool: optimising JIT work would be wasted
          "kafka.tools.StorageTool", "format",
-         "--cluster-id", cluster_id, "--config", str(props), "--ignore-formatted"],
+         # `=`: a random id may start with "-", which argparse would take for an option
+         f"--cluster-id={cluster_id}", "--config", str(props), "--ignore-formatted"],
         capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False)
     if proc.returncode != 0:
         raise BrokerError(f"formatting the Kafka data dir {home / 'data'} failed:\n"
@@ -384,13 +385,7 @@ def _is_broker(pid: int, home: Path) -> bool:
     except FileNotFoundError:
         return False
     except OSError:  # no /proc here: fall back to "the pid exists"
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
+        return _alive(pid)
     return (_MAIN_CLASS.encode() in cmdline
             and str(home / "server.properties").encode() in cmdline)
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+import requests
 
 from features.datagen import read_clicks
 from features.store import init_store
@@ -47,3 +51,17 @@ def registry_serving(root: Path, model_text: str) -> tuple[Registry, ModelVersio
     version = save_model(registry, model_text)
     registry.promote(version.version)
     return registry, version
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float, what: str,
+               interval_s: float = 0.2) -> None:
+    """Until `condition()` is true (a server still booting may refuse connections)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if condition():
+                return
+        except requests.RequestException:  # still booting
+            pass
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out waiting for {what}")

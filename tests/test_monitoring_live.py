@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,7 +42,7 @@ from monitoring.dashboards import DASHBOARDS, RATE_INTERVAL, dashboard_json, pan
 from serving.bench import click_events, save_model
 from serving.registry import Registry
 from tests.fixtures_kafka import KafkaBroker
-from tests.serving_helpers import SAMPLE, ServingData
+from tests.serving_helpers import SAMPLE, ServingData, wait_until
 from workflows import alerting
 from workflows.layout import Layout
 
@@ -75,18 +75,6 @@ class Stack:
         assert body["status"] == "success", f"{promql}: {body}"
         result: list[dict[str, Any]] = body["data"]["result"]
         return result
-
-
-def _wait(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if condition():
-                return
-        except requests.RequestException:  # still starting
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -196,7 +184,7 @@ def stack(kafka_broker: KafkaBroker, serving_data: ServingData,
                    env, root / "prometheus.log"),
         ]
         predict_url = f"http://127.0.0.1:{ports[PREDICT_JOB]}"
-        _wait(lambda: requests.get(f"{predict_url}/readyz", timeout=2).ok, 60,
+        wait_until(lambda: requests.get(f"{predict_url}/readyz", timeout=2).ok, 60,
               "the predict server")
         traffic = [threading.Thread(target=_send_clicks,
                                     args=(kafka_broker, topic, running.stop_traffic)),
@@ -204,7 +192,7 @@ def stack(kafka_broker: KafkaBroker, serving_data: ServingData,
                                     args=(predict_url, running.stop_traffic))]
         for thread in traffic:
             thread.start()
-        _wait(lambda: requests.get(f"{running.prometheus_url}/-/ready", timeout=2).ok, 30,
+        wait_until(lambda: requests.get(f"{running.prometheus_url}/-/ready", timeout=2).ok, 30,
               "Prometheus")
         yield running
     finally:
@@ -245,7 +233,7 @@ def warmed_up(stack: Stack) -> Stack:
     expected = [(title, expr) for title, expr in _panel_queries()
                 if title not in EMPTY_WHEN_HEALTHY]
     try:
-        _wait(lambda: all(stack.series(expr) for _, expr in expected), TRAFFIC_SECONDS,
+        wait_until(lambda: all(stack.series(expr) for _, expr in expected), TRAFFIC_SECONDS,
               "every panel to have data")
     except AssertionError:
         empty = [title for title, expr in expected if not stack.series(expr)]
@@ -254,7 +242,7 @@ def warmed_up(stack: Stack) -> Stack:
 
 
 def test_every_target_is_scraped(stack: Stack) -> None:
-    _wait(lambda: len(stack.series("up == 1")) == 4, 30, "all four targets up")
+    wait_until(lambda: len(stack.series("up == 1")) == 4, 30, "all four targets up")
 
 
 def test_every_panel_query_returns_data(warmed_up: Stack) -> None:
@@ -291,4 +279,4 @@ def test_an_alert_fires_on_live_metrics(stack: Stack) -> None:
         return any(alert["labels"]["alertname"] == "FraudflowRetrainingFailed"
                    and alert["state"] == "firing" for alert in alerts["data"]["alerts"])
 
-    _wait(retraining_failed_fires, 15, "FraudflowRetrainingFailed to fire")
+    wait_until(retraining_failed_fires, 15, "FraudflowRetrainingFailed to fire")

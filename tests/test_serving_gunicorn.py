@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +21,7 @@ import requests
 
 from serving.bench import free_port, run_predict_benchmark
 from serving.registry import Registry
-from tests.serving_helpers import ADMIN_TOKEN, SEED_EVENT, ServingData, registry_serving
+from tests.serving_helpers import ADMIN_TOKEN, SEED_EVENT, ServingData, registry_serving, wait_until
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 WORKERS = 2
@@ -44,18 +44,6 @@ class Server:
         return dict(served)
 
 
-def _wait(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if condition():
-                return
-        except requests.RequestException:  # still booting
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory,
            serving_data: ServingData) -> Iterator[Server]:
@@ -73,7 +61,7 @@ def server(tmp_path_factory: pytest.TempPathFactory,
             env=env, stdout=output, stderr=subprocess.STDOUT)
     running = Server(f"http://127.0.0.1:{port}", process, registry, log)
     try:
-        _wait(lambda: len(running.versions_by_worker()) == WORKERS, 60, "both workers")
+        wait_until(lambda: len(running.versions_by_worker()) == WORKERS, 60, "both workers")
         yield running
     finally:
         if process.poll() is None:
@@ -162,7 +150,7 @@ def test_model_swap_under_load_fails_no_request(server: Server, serving_data: Se
         assert update.status_code == 200, update.text
         new = update.json()["current"]["version"]
         # The worker that took /update swapped at once; the other follows the registry.
-        _wait(lambda: set(server.versions_by_worker().values()) == {new}, 15,
+        wait_until(lambda: set(server.versions_by_worker().values()) == {new}, 15,
               "every worker to serve the new model")
         swapped_everywhere.set()
         time.sleep(0.5)
