@@ -2,7 +2,7 @@
 same run (this machine is shared and noisy: the ratios are what to compare).
 
 - offline extraction of the seed SQL vs a hand-written DuckDB query of the same features;
-- request-mode latency with many stored rows and hot IPs vs a bare SQLite indexed count;
+- request-mode latency with many stored rows and hot IPs vs one bare SQLite range count;
 - batched online inserts vs raw sqlite3 executemany into the same table layout.
 """
 
@@ -108,8 +108,9 @@ def bench_online(stored: int, requests: int, work: Path) -> dict[str, Any]:
         cursor.callproc("demo", request).fetchone()
         latencies.append(time.perf_counter() - started)
         started = time.perf_counter()
-        raw.execute('SELECT count(channel) FROM "demo_db.talkingdata" WHERE ip = ? AND app = ? '
-                    "AND click_time <= ?", (ip, sample[1], sample[5])).fetchone()
+        raw.execute('SELECT count(*) FROM "demo_db.talkingdata" WHERE ip = ? '
+                    "AND click_time BETWEEN ? AND ?",
+                    (ip, sample[5] - 3_600_000, sample[5])).fetchone()
         floor_latencies.append(time.perf_counter() - started)
     conn.close()
     p50, p99 = _percentiles(latencies)
@@ -125,7 +126,7 @@ def bench_online(stored: int, requests: int, work: Path) -> dict[str, Any]:
                     "p50_ms": round(p50 * 1000, 3), "p99_ms": round(p99 * 1000, 3),
                     "floor_p50_ms": round(floor_p50 * 1000, 3),
                     "floor_p99_ms": round(floor_p99 * 1000, 3),
-                    "floor": "one indexed SQLite count (1 of the deployment's 3 windows)",
+                    "floor": "one indexed SQLite range count (the 1h window alone)",
                     "goal": "p99_ms <= 2"},
     }
 

@@ -10,13 +10,13 @@ process (numpy calls backtrace() when it elides temporaries) crashes with SIGSEG
 
 from __future__ import annotations
 
-import multiprocessing
+import json
 import os
 import re
+import subprocess
+import sys
 import threading
-from collections.abc import Mapping
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from collections.abc import Callable, Iterable, Mapping
 from functools import lru_cache
 from typing import Any
 
@@ -82,26 +82,65 @@ def _run_native(operation: str, sql: str, db: str, tables: _Tables) -> Any:
 
 # --- the caller's side ----------------------------------------------------------------------
 
-_pool: ProcessPoolExecutor | None = None
-_pool_pid = 0
-_pool_lock = threading.Lock()
+
+class _CompilerProcess:
+    """`python -m features.compiler_worker`, spoken to in JSON lines over its stdin/stdout.
+
+    A plain subprocess, not multiprocessing: it never re-imports the caller's main module, so
+    scripts without an `if __name__ == "__main__"` guard work too."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "features.compiler_worker"], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, text=True, bufsize=1,
+            env={"GLOG_minloglevel": "3", **os.environ})
+        self.pid = os.getpid()  # a forked child of the caller needs its own process
+
+    def call(self, operation: str, sql: str, db: str, tables: _Tables) -> Any:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        request = {"operation": operation, "sql": sql, "db": db,
+                   "tables": [t.to_json() for t in tables]}
+        try:
+            self.proc.stdin.write(json.dumps(request) + "\n")
+            self.proc.stdin.flush()
+            line = self.proc.stdout.readline()
+        except BrokenPipeError:
+            line = ""
+        if not line:
+            self.proc.kill()
+            raise FeatureStoreError(
+                f"the OpenMLDB compiler process crashed on: {sql.strip()[:200]}")
+        reply = json.loads(line)
+        if "error" in reply:
+            raise FeatureStoreError(f"the OpenMLDB compiler failed: {reply['error']}")
+        return reply["result"]
+
+
+_process: _CompilerProcess | None = None
+_process_lock = threading.Lock()
 
 
 def _call(operation: str, sql: str, db: str, tables: _Tables) -> Any:
-    global _pool, _pool_pid
-    with _pool_lock:
-        if _pool is None or _pool_pid != os.getpid():  # a forked child needs its own
-            _pool = ProcessPoolExecutor(max_workers=1,
-                                        mp_context=multiprocessing.get_context("spawn"))
-            _pool_pid = os.getpid()
-        pool = _pool
-    try:
-        return pool.submit(_run_native, operation, sql, db, tables).result()
-    except BrokenProcessPool:
-        with _pool_lock:
-            _pool = None
-        raise FeatureStoreError(
-            f"the OpenMLDB compiler process crashed on: {sql.strip()[:200]}") from None
+    global _process
+    with _process_lock:
+        if _process is None or _process.pid != os.getpid() or _process.proc.poll() is not None:
+            _process = _CompilerProcess()
+        return _process.call(operation, sql, db, tables)
+
+
+def serve_requests(lines: Iterable[str], reply: Callable[[str], None]) -> None:
+    """The compiler process's loop: one JSON request per line, one JSON reply per line."""
+    for line in lines:
+        request = json.loads(line)
+        tables = tuple(TableSchema.from_json(t) for t in request["tables"])
+        try:
+            result = _run_native(request["operation"], request["sql"], request["db"], tables)
+        except Exception as exc:  # reported to the caller, who raises it
+            reply(json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
+            continue
+        if isinstance(result, tuple) and result and isinstance(result[0], Column):
+            result = [[c.name, c.type] for c in result]
+        reply(json.dumps({"result": result}))
 
 
 def _key(tables: Mapping[str, TableSchema]) -> _Tables:
@@ -113,7 +152,8 @@ def _key(tables: Mapping[str, TableSchema]) -> _Tables:
 # dataclasses, so a changed table is a new key.
 @lru_cache(maxsize=256)
 def _cached(operation: str, sql: str, db: str, tables: _Tables) -> Any:
-    return _call(operation, sql, db, tables)
+    result = _call(operation, sql, db, tables)
+    return tuple(result) if isinstance(result, list) else result
 
 
 def _raise_on_errors(messages: tuple[str, ...], mode: str) -> None:
@@ -138,7 +178,7 @@ def output_schema(sql: str, db: str, tables: Mapping[str, TableSchema]) -> list[
     if columns is None:  # the native call gives no message; validation gives one
         validate_batch(sql, db, tables)
         raise SQLValidationError("OpenMLDB cannot compute the output schema of the query")
-    return list(columns)
+    return [Column(name, kind) for name, kind in columns]
 
 
 _INDEX_RE = re.compile(

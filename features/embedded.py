@@ -90,6 +90,11 @@ class EmbeddedStore:
         self.db.execute("PRAGMA journal_mode=WAL")
         # FULL: a committed batch survives power loss, not only a killed process.
         self.db.execute("PRAGMA synchronous=FULL")
+        # Index pages of a million-row table do not fit SQLite's 2 MB default cache; reading
+        # them through a shared memory map (and a larger private cache for the writer's index
+        # updates) keeps inserts and window queries off read() calls.
+        self.db.execute(f"PRAGMA mmap_size={1 << 30}")
+        self.db.execute(f"PRAGMA cache_size={-64 * 1024}")
         # Creating the catalog takes the write lock: only do it for a new store, so opening a
         # store never waits for a writer's open transaction.
         if not self.db.execute(
@@ -247,34 +252,54 @@ class EmbeddedStore:
         return {name: [r[2] for r in self.db.execute(f"PRAGMA index_info({quote(name)})")]
                 for name in names}
 
-    def _physical_for(self, table: str, keys: Sequence[str], ts: str,
-                      ordered: bool) -> str | None:
-        """The SQLite index a window reads: (keys, ts) for a time-bounded or row-limited
-        window; for an unbounded one any index led by its keys (it counts all of them)."""
+    def _physical_for(self, table: str, keys: Sequence[str], ts: str, ordered: bool,
+                      covering: Sequence[str] = ()) -> str | None:
+        """The SQLite index a window reads: led by its keys then ts when it is time-bounded
+        or row-limited (an unbounded window reads all rows of its keys, in any order); one
+        that also holds the aggregated columns if there is one, so no table row is read."""
+        fallback = None
         for name, columns in self._physical_indexes(table).items():
-            lead = columns[:len(keys)]
-            if set(lead) == set(keys) and (not ordered or columns[len(keys):] == [ts]):
+            if set(columns[:len(keys)]) != set(keys):
+                continue
+            if ordered and columns[len(keys):len(keys) + 1] != [ts]:
+                continue
+            if set(covering) <= set(columns):
                 return name
-        return None
+            fallback = fallback or name
+        return fallback
 
     def _ensure_physical_indexes(self, table: str, select: d.Select,
                                  schema: TableSchema) -> None:
-        """SQLite indexes for the deployment's windows. Every index slows inserts, so
-        unbounded windows share one index when their keys nest (ip ⊂ ip,app ⊂ ip,app,os)."""
+        """SQLite indexes for the deployment's windows, each holding the columns its windows
+        aggregate. Every index slows inserts, so unbounded windows share one index when their
+        keys nest (ip ⊂ ip,app ⊂ ip,app,os), and an index that is a prefix of another goes."""
         unbounded: list[d.WindowSpec] = []
         for spec in select.windows.values():
+            covering = _aggregated_columns(select, spec)
             if _needs_order(spec, schema):
-                if self._physical_for(table, spec.partition_by, spec.order_by, True) is None:
-                    self._create_physical(table, [*spec.partition_by, spec.order_by])
+                found = self._physical_for(table, spec.partition_by, spec.order_by, True,
+                                           covering)
+                if found is None or not set(covering) <= set(
+                        self._physical_indexes(table)[found]):
+                    self._create_physical(table, [*spec.partition_by, spec.order_by,
+                                                  *covering])
             else:
                 unbounded.append(spec)
         key_sets = [set(spec.partition_by) for spec in unbounded]
+        shared_cover = sorted({c for spec in unbounded for c in _aggregated_columns(select, spec)})
         for spec in sorted(unbounded, key=lambda w: -len(w.partition_by)):
-            if self._physical_for(table, spec.partition_by, spec.order_by, False) is None:
+            covering = _aggregated_columns(select, spec)
+            found = self._physical_for(table, spec.partition_by, spec.order_by, False, covering)
+            if found is None or not set(covering) <= set(self._physical_indexes(table)[found]):
                 # lead with the keys most windows share, so smaller key sets are prefixes
-                columns = sorted(spec.partition_by,
-                                 key=lambda c: (-sum(c in k for k in key_sets), c))
-                self._create_physical(table, [*columns, spec.order_by])
+                keys = sorted(spec.partition_by, key=lambda c: (-sum(c in k for k in key_sets), c))
+                self._create_physical(table, [*keys, spec.order_by,
+                                              *(c for c in shared_cover if c not in keys)])
+        indexes = self._physical_indexes(table)
+        for name, columns in indexes.items():
+            if any(other != name and len(cols) > len(columns) and cols[:len(columns)] == columns
+                   for other, cols in indexes.items()):
+                self.db.execute(f"DROP INDEX {quote(name)}")
 
     def _request_plan(self, db: str, select: d.Select, schema: TableSchema,
                       output: list[Column]) -> RequestPlan:
@@ -282,7 +307,8 @@ class EmbeddedStore:
         physical = {}
         for spec in select.windows.values():
             name = self._physical_for(table, spec.partition_by, spec.order_by,
-                                      _needs_order(spec, schema))
+                                      _needs_order(spec, schema),
+                                      _aggregated_columns(select, spec))
             if name is None:
                 raise CatalogError(f"no SQLite index for window {spec.name}; redeploy")
             physical[spec.name] = name
@@ -745,6 +771,29 @@ def _batch_output(stmt: d.Select, db: str, tables: Mapping[str, TableSchema],
             raise UnsupportedStatementError(f"the result type of {call.name}() here")
         columns.append(Column(name, kind))
     return columns
+
+
+def _aggregated_columns(select: d.Select, spec: d.WindowSpec) -> list[str]:
+    """The columns aggregated over a window, besides its keys and ts."""
+    columns: set[str] = set()
+
+    def visit(node: d.Expr) -> None:
+        match node:
+            case d.Call(window=window, args=args) if window == spec.name:
+                columns.update(a.name for a in args if isinstance(a, d.ColumnRef))
+            case d.Call(args=args):
+                for arg in args:
+                    visit(arg)
+            case d.Binary(left=left, right=right):
+                visit(left)
+                visit(right)
+            case d.Unary(operand=operand) | d.IsNull(operand=operand) | d.Cast(operand=operand):
+                visit(operand)
+
+    for item in select.items:
+        if item.expr is not None:
+            visit(item.expr)
+    return sorted(columns - {*spec.partition_by, spec.order_by})
 
 
 def _needs_order(spec: d.WindowSpec, schema: TableSchema) -> bool:
