@@ -95,6 +95,9 @@ class EmbeddedStore:
         # updates) keeps inserts and window queries off read() calls.
         self.db.execute(f"PRAGMA mmap_size={1 << 30}")
         self.db.execute(f"PRAGMA cache_size={-64 * 1024}")
+        # Checkpoint the WAL every ~40 MB rather than 4 MB: batches of index updates touch
+        # many pages, and each checkpoint rewrites and syncs them all.
+        self.db.execute("PRAGMA wal_autocheckpoint=10000")
         # Creating the catalog takes the write lock: only do it for a new store, so opening a
         # store never waits for a writer's open transaction.
         if not self.db.execute(
