@@ -114,9 +114,10 @@ SERVING = [
               [Query(quantile(q, "fraudflow_score"), f"p{round(q * 100)}")
                for q in (0.5, 0.9, 0.99)]),
         Graph("Score distribution shift",
-              "Largest gap between the last hour's and the last day's score CDF (a "
-              "Kolmogorov-Smirnov distance on the histogram buckets); alert above 0.1.",
-              [Query("fraudflow:score_cdf_distance:max_1h_vs_1d", "max CDF gap")],
+              "Largest gap between the last hour's score CDF and the served model's holdout "
+              "CDF (a Kolmogorov-Smirnov distance on the histogram buckets); alert above 0.1. "
+              "Empty while the model has no baseline.",
+              [Query("fraudflow:score_cdf_distance:max_1h_vs_baseline", "max CDF gap")],
               alert_threshold=0.1),
         Graph("Workers per model version",
               "Which model each gunicorn worker serves: two versions at once is a swap in "

@@ -75,14 +75,19 @@ def train_small_model(store_url: str, clicks_file: Path, rounds: int = 10,
 
 
 def save_model(registry: Registry, model_text: str, database: str = DATABASE,
-               deployment: str = DEPLOYMENT, table: str = TABLE) -> ModelVersion:
-    """Store a model with the metadata the training workflow writes (not promoted)."""
+               deployment: str = DEPLOYMENT, table: str = TABLE,
+               score_cdf: dict[str, float] | None = None) -> ModelVersion:
+    """Store a model with the metadata the training workflow writes (not promoted); without
+    `score_cdf` (the holdout's scores), as a model trained before training stored one."""
     feature_names = lgb.Booster(model_str=model_text).feature_name()
-    return registry.save(model_text, {
+    metadata: dict[str, Any] = {
         "feature_names": feature_names,
         "categorical_features": [c for c in CATEGORICAL_FEATURES if c in feature_names],
         "sql_hash": sql_hash(feature_sql(table)), "database": database,
-        "deployment": deployment})
+        "deployment": deployment}
+    if score_cdf is not None:
+        metadata["score_cdf"] = score_cdf
+    return registry.save(model_text, metadata)
 
 
 def epoch_ms(click_time: pd.Series) -> np.ndarray:

@@ -9,20 +9,23 @@ metrics live in the process's default registry.
 
 from __future__ import annotations
 
+import math
 import os
 import time
+from collections.abc import Iterable, Mapping
 
 from flask import Flask, Response, g, request
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
-    CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
     generate_latest,
     multiprocess,
 )
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 NAMESPACE = "fraudflow"
 # Sub-millisecond resolution: a prediction takes about a millisecond on the embedded store.
@@ -67,6 +70,16 @@ MODEL_INFO = Gauge(
 MODEL_TRAINED_TIMESTAMP = Gauge(
     "model_trained_timestamp_seconds", "When the served model was trained (Unix time).",
     multiprocess_mode="livemin", namespace=NAMESPACE)
+# The served model's holdout scores as SCORES counts them: the fraction <= each bound `le`
+# (training stores it in the model's metadata). The score-shift alert compares live scores with
+# it. livemostrecent: the latest swap wins, so while the workers of a server catch up with the
+# registry the gauge already shows the model they are converging to, never a pointwise mix of
+# two models' CDFs (as max or min would); dead workers drop out as for the gauges above.
+BASELINE_SCORE_CDF_NAME = "model_baseline_score_cdf"
+BASELINE_SCORE_CDF = Gauge(
+    BASELINE_SCORE_CDF_NAME,
+    "Fraction of the served model's holdout scores <= le (absent: the model has no baseline).",
+    ["le"], multiprocess_mode="livemostrecent", namespace=NAMESPACE)
 
 
 def init_app(app: Flask) -> None:
@@ -87,10 +100,40 @@ def _record_request(response: Response) -> Response:
     return response
 
 
+def export_baseline_score_cdf(cdf: Mapping[str, float], replaced: Mapping[str, float]) -> None:
+    """Export the swapped-in model's baseline score CDF (empty: it has none), withdrawing the
+    bounds of the replaced model's that it lacks."""
+    for le in replaced.keys() - cdf.keys():
+        if _multiprocess():
+            # Removal is not implemented in multiprocess mode: the worker's file keeps every
+            # series it ever set. NaN stands for "no baseline", and `exposition` drops it.
+            BASELINE_SCORE_CDF.labels(le).set(math.nan)
+        else:
+            BASELINE_SCORE_CDF.remove(le)
+    for le, fraction in cdf.items():
+        BASELINE_SCORE_CDF.labels(le).set(fraction)
+
+
+class _WithoutUnsetBaselines(Collector):
+    """The workers' merged metrics, less the NaN baseline samples that mean "no baseline"."""
+
+    def __init__(self, merged: Collector) -> None:
+        self._merged = merged
+
+    def collect(self) -> Iterable[Metric]:
+        for metric in self._merged.collect():
+            if metric.name == f"{NAMESPACE}_{BASELINE_SCORE_CDF_NAME}":
+                metric.samples = [s for s in metric.samples if not math.isnan(s.value)]
+            yield metric
+
+
+def _multiprocess() -> bool:
+    return "PROMETHEUS_MULTIPROC_DIR" in os.environ
+
+
 def exposition() -> tuple[bytes, str]:
     """The metrics text and its content type: every worker's values merged under gunicorn."""
-    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
-        return generate_latest(registry), CONTENT_TYPE_LATEST
+    if _multiprocess():
+        merged = multiprocess.MultiProcessCollector(registry=None)
+        return generate_latest(_WithoutUnsetBaselines(merged)), CONTENT_TYPE_LATEST
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

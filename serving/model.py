@@ -34,7 +34,12 @@ from lightgbm.basic import _LIB, _safe_call
 
 from serving.exceptions import RegistryError, ServingError
 from serving.features import FeatureRows, FeatureStore, FeatureStoreUnavailable, probe_event
-from serving.metrics import MODEL_INFO, MODEL_LOAD_FAILURES, MODEL_TRAINED_TIMESTAMP
+from serving.metrics import (
+    MODEL_INFO,
+    MODEL_LOAD_FAILURES,
+    MODEL_TRAINED_TIMESTAMP,
+    export_baseline_score_cdf,
+)
 from serving.registry import LABEL, ModelVersion, Registry
 
 log = logging.getLogger(__name__)
@@ -91,6 +96,8 @@ class LoadedModel:
     deployment: str
     trained_at: datetime
     source: str  # where it was loaded from, for people
+    # Its holdout's score CDF by histogram bound (empty for models trained without one)
+    score_cdf: dict[str, float] = field(default_factory=dict, compare=False)
     score_one: SingleRowPredictor = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -150,7 +157,19 @@ def parse_model(text: str, metadata: dict[str, Any], version: str, source: str,
         version=version, booster=booster, feature_names=names,
         database=metadata.get("database") or database,
         deployment=metadata.get("deployment") or deployment,
-        trained_at=trained_at, source=source)
+        trained_at=trained_at, source=source, score_cdf=_score_cdf(metadata, version))
+
+
+def _score_cdf(metadata: dict[str, Any], version: str) -> dict[str, float]:
+    """The metadata's score CDF, or none: a bad monitoring baseline is no reason to refuse a
+    model that scores fine, so it is logged and left out rather than rejected."""
+    cdf = metadata.get("score_cdf") or {}
+    if isinstance(cdf, dict) and all(isinstance(fraction, int | float) and 0 <= fraction <= 1
+                                     for fraction in cdf.values()):
+        return {str(le): float(fraction) for le, fraction in cdf.items()}
+    log.warning("model %s: metadata score_cdf is not fractions by bound; no score baseline "
+                "is exported for it", version)
+    return {}
 
 
 def check_against_deployment(model: LoadedModel, store: FeatureStore) -> None:
@@ -296,6 +315,7 @@ class ModelHolder:
             MODEL_INFO.labels(old.version, old.trained_at.isoformat()).set(0)
         MODEL_INFO.labels(model.version, model.trained_at.isoformat()).set(1)
         MODEL_TRAINED_TIMESTAMP.set(model.trained_at.timestamp())
+        export_baseline_score_cdf(model.score_cdf, old.score_cdf if old is not None else {})
         self.previous = old
         self.current = model
         self._rejected_version = None

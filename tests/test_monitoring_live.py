@@ -149,7 +149,9 @@ def stack(kafka_broker: KafkaBroker, serving_data: ServingData,
     assert prometheus, "prometheus not found: apt-get install prometheus (.ci/run does)"
     root = tmp_path_factory.mktemp("monitoring")
     registry = Registry(root / "models")
-    registry.promote(save_model(registry, serving_data.model_a).version)
+    # a baseline, so that the score-shift distance is recorded
+    registry.promote(save_model(registry, serving_data.model_a, score_cdf={
+        "0.01": 0.9, "0.5": 0.99, "1.0": 1.0, "+Inf": 1.0}).version)
     topic = _new_topic(kafka_broker)
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_broker.bootstrap_servers,
            "FRAUDFLOW_STORE_URL": f"embedded://{root / 'ingest-store'}",

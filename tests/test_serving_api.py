@@ -270,6 +270,25 @@ def test_metrics_follow_the_requests(client: FlaskClient) -> None:
         assert sample in text, sample
 
 
+def test_metrics_export_the_served_models_score_baseline(client: FlaskClient,
+                                                          model_registry: Registry,
+                                                          serving_data: ServingData) -> None:
+    def baseline() -> dict[str, float]:
+        prefix = 'fraudflow_model_baseline_score_cdf{le="'
+        return {line[len(prefix):].split('"')[0]: float(line.rsplit(" ", 1)[1])
+                for line in client.get("/metrics").text.splitlines()
+                if line.startswith(prefix)}
+
+    assert baseline() == {}  # model A was saved without one, as older models are
+    cdf = {"0.01": 0.9, "0.5": 0.99, "1.0": 1.0, "+Inf": 1.0}
+    version = save_model(model_registry, serving_data.model_b, score_cdf=cdf)
+    response = client.post("/update", headers=ADMIN, json={"model_path": str(version.path)})
+    assert response.status_code == 200, response.json
+    assert baseline() == cdf
+    assert client.post("/models/rollback", headers=ADMIN).status_code == 200
+    assert baseline() == {}
+
+
 # --- admin ----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("method, path", [("POST", "/update"), ("GET", "/models"),

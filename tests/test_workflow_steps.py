@@ -17,10 +17,12 @@ import numpy as np
 import pandas as pd
 import pytest
 from flask import Flask, Response, jsonify, request
+from prometheus_client.utils import floatToGoString
 from werkzeug.serving import make_server
 
 import features
 from fraudflow.config import Settings
+from serving.metrics import SCORE_BUCKETS
 from serving.registry import LABEL, Registry
 from tests.workflow_helpers import settings_in, synthetic_clicks, workflow_settings, write_lake
 from workflows.alerting import write_textfile
@@ -167,6 +169,12 @@ def test_metadata_of_the_production_model(production: StepContext) -> None:
     assert set(metadata["metrics"]) == {"auc", "pr_auc", "logloss", "rows", "positives"}
     assert metadata["deployment"].startswith("demo_")
     assert metadata["data_window"]["end"] == "2017-11-09 16:00:00"
+    # the holdout's score CDF on the serving histogram's buckets, keyed as /metrics labels them
+    cdf = metadata["score_cdf"]
+    bounds = sorted(cdf, key=float)  # metadata.json sorts its keys as strings
+    assert bounds == [*map(floatToGoString, SCORE_BUCKETS), "+Inf"]
+    fractions = [cdf[le] for le in bounds]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
     assert {p.name for p in (model.path / "report").iterdir()} == {
         "roc.png", "pr.png", "feature_importance.png"}
 

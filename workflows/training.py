@@ -22,10 +22,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
+from prometheus_client.utils import floatToGoString
 
 from features.store import feature_sql
 from fraudflow.config import Settings
 from serving.exceptions import RegistryError
+from serving.metrics import SCORE_BUCKETS
 from serving.registry import LABEL, ModelVersion, Registry, sql_hash
 from workflows.evaluation import Metrics, evaluate
 from workflows.exceptions import StepError
@@ -119,6 +121,16 @@ def predict(model: lgb.Booster, frame: pd.DataFrame,
     return np.asarray(model.predict(frame[feature_names]), dtype=np.float64)
 
 
+def holdout_score_cdf(scores: npt.NDArray[np.float64]) -> dict[str, float]:
+    """The fraction of holdout scores <= each bound of the predict server's score histogram
+    (and +Inf), keyed by `le` as the server exposes it: the baseline the score-shift alert
+    compares the live scores with."""
+    bounds = [*SCORE_BUCKETS, math.inf]
+    at_or_below = np.searchsorted(np.sort(scores), bounds, side="right")
+    return {floatToGoString(bound): int(count) / len(scores)
+            for bound, count in zip(bounds, at_or_below, strict=True)}
+
+
 def load_model(version: ModelVersion) -> lgb.Booster:
     return lgb.Booster(model_file=str(version.model_file))
 
@@ -142,6 +154,7 @@ def save_candidate(model: lgb.Booster, split: Split, settings: Settings, layout:
         "data_window": {**window.describe(),
                         "holdout_from_ms": int(split.holdout[TIME_COLUMN].iloc[0])},
         "metrics": metrics.to_dict(),
+        "score_cdf": holdout_score_cdf(scores),
         "training": {"rows": len(split.train), "positives": int(split.train[LABEL].sum()),
                      "params": model.params},
         "feature_importance_gain": importance,
