@@ -96,15 +96,16 @@ def _ingest(bootstrap: str, topic: str, store_url: str, count: int,
     return sink
 
 
-def bench_throughput(bootstrap: str, work: Path, count: int) -> dict[str, Any]:
+def bench_throughput(bootstrap: str, work: Path, count: int,
+                     batch: int = 20_000) -> dict[str, Any]:
     topic = _topic(bootstrap)
     stats = producer.produce(producer.synthetic_rows(count, seed=5), bootstrap, topic, "bench",
                              progress=False)
     raw_s = _raw_consume(bootstrap, topic, count)
     sink = _ingest(bootstrap, topic, f"embedded://{work / 'store-throughput'}", count,
-                   BatchPolicy(max_records=5000, max_latency_s=0.1))
+                   BatchPolicy(max_records=batch, max_latency_s=0.1))
     ingest_s = sink.last_write_done - (sink.first_write_started or 0)
-    return {"events": stats.acknowledged,
+    return {"events": stats.acknowledged, "batch_max_records": batch,
             "ingest_events_per_second": round(count / ingest_s),
             "raw_consume_events_per_second": round(count / raw_s),
             "ratio_vs_floor": round(raw_s / ingest_s, 3),

@@ -31,7 +31,8 @@ WRITE_RETRIES = Counter(
     ["consumer"], namespace=NAMESPACE)
 PRODUCE_TO_WRITE = Histogram(
     "consumer_produce_to_write_seconds",
-    "From the Kafka record timestamp to the durable write of the event (freshness).",
+    "Per written batch, from its oldest event's Kafka timestamp to the durable write "
+    "(freshness, worst case of the batch).",
     ["consumer"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60),
     namespace=NAMESPACE)
 LAST_EVENT_TIME = Gauge(

@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -52,6 +53,41 @@ class RunStats:
     seconds: float
 
 
+class _Writes:
+    """Writes batch N on a worker thread while batch N+1 is polled: SQLite and file writes
+    release the GIL, so fetching and writing overlap on two cores. One batch at most is in
+    flight, and its offsets are committed only once the caller has seen it durable."""
+
+    def __init__(self, sink: Sink, stop: threading.Event) -> None:
+        self.sink = sink
+        self.stop = stop
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"{sink.name}-writer")
+        self.pending: Future[Positions | None] | None = None
+
+    def submit(self, batch: list[ConsumerRecord]) -> None:
+        assert self.pending is None
+        self.pending = self.executor.submit(_retry, functools.partial(self.sink.process, batch),
+                                            self.sink.name, self.stop)
+
+    def wait(self) -> Positions | None:
+        """The positions the in-flight batch made durable ({} if none was in flight); None if
+        the process was stopped while that batch was still failing to write."""
+        pending, self.pending = self.pending, None
+        return {} if pending is None else pending.result()
+
+    def draining(self, hook: Callable[[list[int]], Positions]) -> Callable[[list[int]], Positions]:
+        """`hook` after the in-flight batch is durable: a rebalance must see its offsets."""
+        def drained(partitions: list[int]) -> Positions:
+            if self.pending is not None:
+                self.pending.result()
+            return hook(partitions)
+
+        return drained
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True)
+
+
 def run(consumer: BatchConsumer, sink: Sink, stop: threading.Event,
         until_idle_s: float | None = None) -> RunStats:
     """Consume until `stop` is set, or (with until_idle_s) once caught up and idle that long."""
@@ -60,19 +96,28 @@ def run(consumer: BatchConsumer, sink: Sink, stop: threading.Event,
     idle_since: float | None = None
     next_lag_check = 0.0
     reported: set[int] = set()  # partitions whose lag this process exports
+    writes = _Writes(sink, stop)
+    if consumer.resume_positions is not None:
+        consumer.resume_positions = writes.draining(consumer.resume_positions)
+    if consumer.before_revoke is not None:
+        consumer.before_revoke = writes.draining(consumer.before_revoke)
     try:
         while not stop.is_set():
             batch = consumer.poll_batch()
+            positions = writes.wait()  # the previous batch, written while this one was polled
+            if positions is None:  # stopped while retrying: nothing more is durable
+                break
+            consumer.commit(positions)
             if batch:
                 idle_since = None
                 consumed += len(batch)
                 metrics.MESSAGES_CONSUMED.labels(sink.name, consumer.topic).inc(len(batch))
-                positions = _retry(functools.partial(sink.process, batch), sink.name, stop)
+                writes.submit(batch)
             else:
-                positions = _retry(sink.flush, sink.name, stop)
-            if positions is None:  # stopped while retrying: nothing more is durable
-                break
-            consumer.commit(positions)
+                flushed = _retry(sink.flush, sink.name, stop)
+                if flushed is None:
+                    break
+                consumer.commit(flushed)
             now = time.monotonic()
             if now >= next_lag_check or (until_idle_s is not None and not batch):
                 lag = _report_lag(consumer, sink.name, reported)
@@ -87,10 +132,14 @@ def run(consumer: BatchConsumer, sink: Sink, stop: threading.Event,
                         break
         else:
             log.info("%s: stopping", sink.name)
+        last = writes.wait()
+        if last:
+            consumer.commit(last)
         final = _retry(sink.flush, sink.name, threading.Event())
         if final:
             consumer.commit(final)
     finally:
+        writes.close()
         sink.close()
         consumer.close()
     return RunStats(consumed, time.monotonic() - started)
