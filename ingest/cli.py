@@ -160,7 +160,7 @@ def produce(ctx: click.Context, input_path: Path | None, synthetic: int | None, 
 @_topic_option
 @click.option("--group", default="online-ingest", show_default=True, help="Consumer group.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=5000, show_default=True)
-@click.option("--max-latency", type=click.FloatRange(min=0.001), default=0.1, show_default=True,
+@click.option("--max-latency", type=click.FloatRange(min=0.001), default=0.05, show_default=True,
               help="Seconds a batch may wait to fill.")
 @_until_idle_option
 @_metrics_port_option

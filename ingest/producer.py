@@ -82,7 +82,7 @@ def produce(chunks: Iterable[np.ndarray], bootstrap_servers: str, topic: str,
             limit: int | None = None, progress: bool = True) -> ProduceStats:
     """Send every row of `chunks` (int matrices, TABLE_COLUMNS order) to `topic`."""
     producer = KafkaProducer(bootstrap_servers=bootstrap_servers.split(","), acks="all",
-                             linger_ms=20, batch_size=512 * 1024,
+                             linger_ms=5, batch_size=512 * 1024,
                              max_request_size=MESSAGE_MAX_BYTES, retries=2**31 - 1,
                              max_in_flight_requests_per_connection=1)  # keep per-key order
     counts = {"ok": 0, "failed": 0}
