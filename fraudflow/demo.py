@@ -305,6 +305,7 @@ def up(settings: Settings) -> None:
         scheduler.wait()
     finally:
         stop()
+        demo.run("kafka", "stop")
 
 
 def main() -> None:
