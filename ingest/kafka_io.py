@@ -26,7 +26,7 @@ Positions = dict[int, int]
 @dataclass(frozen=True)
 class BatchPolicy:
     max_records: int = 5000
-    max_latency_s: float = 0.05  # a batch is written at the latest this long after its first message
+    max_latency_s: float = 0.05  # written at the latest this long after its first message
 
 
 class _Listener(ConsumerRebalanceListener):
