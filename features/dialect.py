@@ -9,6 +9,7 @@ raises UnsupportedStatementError, naming the construct, for everything else.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -716,3 +717,26 @@ def parse(sql: str) -> Statement:
 
 def placeholder_count(sql: str) -> int:
     return sum(1 for t in tokenize(sql) if t.text == "?")
+
+
+def calls_over(window: str, exprs: Sequence[Expr]) -> list[Call]:
+    """The aggregate calls `OVER window` in these expressions, each once, in order."""
+    found: list[Call] = []
+
+    def visit(node: Expr) -> None:
+        match node:
+            case Call() if node.window == window:
+                if node not in found:
+                    found.append(node)
+            case Call(args=args):
+                for arg in args:
+                    visit(arg)
+            case Binary(left=left, right=right):
+                visit(left)
+                visit(right)
+            case Unary(operand=operand) | IsNull(operand=operand) | Cast(operand=operand):
+                visit(operand)
+
+    for expr in exprs:
+        visit(expr)
+    return found

@@ -778,24 +778,9 @@ def _batch_output(stmt: d.Select, db: str, tables: Mapping[str, TableSchema],
 
 def _aggregated_columns(select: d.Select, spec: d.WindowSpec) -> list[str]:
     """The columns aggregated over a window, besides its keys and ts."""
-    columns: set[str] = set()
-
-    def visit(node: d.Expr) -> None:
-        match node:
-            case d.Call(window=window, args=args) if window == spec.name:
-                columns.update(a.name for a in args if isinstance(a, d.ColumnRef))
-            case d.Call(args=args):
-                for arg in args:
-                    visit(arg)
-            case d.Binary(left=left, right=right):
-                visit(left)
-                visit(right)
-            case d.Unary(operand=operand) | d.IsNull(operand=operand) | d.Cast(operand=operand):
-                visit(operand)
-
-    for item in select.items:
-        if item.expr is not None:
-            visit(item.expr)
+    exprs = [item.expr for item in select.items if item.expr is not None]
+    columns = {arg.name for call in d.calls_over(spec.name, exprs) for arg in call.args
+               if isinstance(arg, d.ColumnRef)}
     return sorted(columns - {*spec.partition_by, spec.order_by})
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import sqlite3
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,7 +45,7 @@ class RequestPlan:
                 _check_request_expr(item.expr, select.windows)
 
     def _window_query(self, spec: d.WindowSpec) -> _WindowQuery:
-        calls = tuple(_calls_over(spec.name, [i.expr for i in self.select.items if i.expr]))
+        calls = tuple(d.calls_over(spec.name, [i.expr for i in self.select.items if i.expr]))
         for call in calls:
             if call.name not in AGGREGATES:
                 raise UnsupportedStatementError(
@@ -150,28 +150,6 @@ class RequestPlan:
         else:
             keep = f"({abs_keep} AND {latest_keep})"
         return f"(SELECT {cols} FROM {ranked} WHERE {keep})"
-
-
-def _calls_over(window: str, exprs: Sequence[d.Expr]) -> list[d.Call]:
-    found: list[d.Call] = []
-
-    def visit(node: d.Expr) -> None:
-        match node:
-            case d.Call() if node.window == window:
-                if node not in found:
-                    found.append(node)
-            case d.Call(args=args):
-                for arg in args:
-                    visit(arg)
-            case d.Binary(left=left, right=right):
-                visit(left)
-                visit(right)
-            case d.Unary(operand=operand) | d.IsNull(operand=operand) | d.Cast(operand=operand):
-                visit(operand)
-
-    for expr in exprs:
-        visit(expr)
-    return found
 
 
 def _check_request_expr(node: d.Expr, windows: Mapping[str, d.WindowSpec]) -> None:
