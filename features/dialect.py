@@ -715,10 +715,6 @@ def parse(sql: str) -> Statement:
     return _Parser(sql).statement()
 
 
-def placeholder_count(sql: str) -> int:
-    return sum(1 for t in tokenize(sql) if t.text == "?")
-
-
 def calls_over(window: str, exprs: Sequence[Expr]) -> list[Call]:
     """The aggregate calls `OVER window` in these expressions, each once, in order."""
     found: list[Call] = []

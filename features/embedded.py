@@ -669,12 +669,6 @@ class EmbeddedStore:
         self._autocommit(lambda: self._catalog_delete("deployment", db, name))
         return _empty()
 
-    def deployment_output(self, db: str, name: str) -> list[Column]:
-        body = self._catalog_get("deployment", db, name)
-        if body is None:
-            raise CatalogError(f"deployment {db}.{name} does not exist")
-        return [Column(n, t) for n, t in body["output"]]
-
     def _plan(self, db: str, name: str) -> RequestPlan:
         row = self.db.execute("SELECT version FROM _catalog_version").fetchone()
         version = int(row[0])

@@ -18,7 +18,6 @@ TYPE_ALIASES: dict[str, str] = {
     "timestamp": "timestamp",
     "date": "date",
 }
-INTEGER_TYPES = frozenset({"int16", "int32", "int64", "timestamp"})
 INTEGER_RANGES: dict[str, tuple[int, int]] = {
     "int16": (-(2**15), 2**15 - 1),
     "int32": (-(2**31), 2**31 - 1),
