@@ -13,10 +13,13 @@ written twice, whatever moment the process dies. The offline import only reads f
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,6 +45,7 @@ class _Buffer:
     first_offset: int
     next_offset: int
     rows: list[events.Row] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)  # each row's Kafka offset
 
 
 class LakeSink:
@@ -66,14 +70,23 @@ class LakeSink:
         positions: Positions = {}
         for partition in partitions:
             self.buffers.pop(partition, None)
-            journal = self._read_journal(partition)
-            for temp, final in journal.get("pending", []):
-                if (self.lake / temp).exists():
-                    os.replace(self.lake / temp, self.lake / final)
-            self._delete_uncommitted(partition, {t for t, _ in journal.get("pending", [])})
+            with self._partition_lock(partition):  # a former owner may still be flushing
+                journal = self._read_journal(partition)
+                for temp, final in journal.get("pending", []):
+                    if (self.lake / temp).exists():
+                        os.replace(self.lake / temp, self.lake / final)
+                self._delete_uncommitted(partition, {t for t, _ in journal.get("pending", [])})
             if "next_offset" in journal:
                 positions[partition] = journal["next_offset"]
         return positions
+
+    @contextmanager
+    def _partition_lock(self, partition: int) -> Iterator[None]:
+        """One process at a time commits or recovers a partition's files."""
+        self.journals.mkdir(parents=True, exist_ok=True)
+        with (self.journals / f"p{partition}.lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
 
     def _delete_uncommitted(self, partition: int, keep: set[str]) -> None:
         pattern = f"date=*/hour=*/{self.topic}-p{partition}-*{TEMP_SUFFIX}"
@@ -114,6 +127,7 @@ class LakeSink:
                 metrics.INVALID_EVENTS.labels(self.name, self.topic, decoded.reason).inc()
             else:
                 buffer.rows.append(decoded)
+                buffer.offsets.append(record.offset)
         if self.buffered_since is None:
             self.buffered_since = time.monotonic()
         buffered = sum(len(b.rows) for b in self.buffers.values())
@@ -130,13 +144,13 @@ class LakeSink:
                 continue
             started = time.perf_counter()
             try:
-                self._commit(partition, buffer)
+                written = self._commit(partition, buffer)
             except OSError as exc:
                 raise TransientError(f"lake write failed: {exc}") from exc
             del self.buffers[partition]
             positions[partition] = buffer.next_offset
             metrics.WRITE_DURATION.labels(self.name).observe(time.perf_counter() - started)
-            metrics.ROWS_WRITTEN.labels(self.name, self.topic).inc(len(buffer.rows))
+            metrics.ROWS_WRITTEN.labels(self.name, self.topic).inc(written)
             if buffer.rows:
                 metrics.LAST_EVENT_TIME.labels(self.name).set(
                     max(r[5] for r in buffer.rows) / 1000)
@@ -148,19 +162,34 @@ class LakeSink:
     def before_revoke(self, partitions: list[int]) -> Positions:
         return self.flush([p for p in partitions if p in self.buffers])
 
-    def _commit(self, partition: int, buffer: _Buffer) -> None:
+    def _commit(self, partition: int, buffer: _Buffer) -> int:
+        """Archive the buffer; the number of rows written."""
+        with self._partition_lock(partition):
+            # Rows at offsets the journal already holds are skipped: after a rebalance this
+            # member may still hold polled records of a partition another member archived.
+            archived = self._read_journal(partition).get("next_offset", 0)
+            if buffer.next_offset <= archived:
+                return 0
+            rows = [row for row, offset in zip(buffer.rows, buffer.offsets, strict=True)
+                    if offset >= archived]
+            self._commit_files(partition, max(buffer.first_offset, archived),
+                               buffer.next_offset, rows)
+            return len(rows)
+
+    def _commit_files(self, partition: int, first_offset: int, next_offset: int,
+                      rows: list[events.Row]) -> None:
         pending: list[tuple[str, str]] = []
-        for (date, hour), rows in _by_hour(buffer.rows).items():
+        for (date, hour), hour_rows in _by_hour(rows).items():
             folder = self.lake / self.topic / f"date={date}" / f"hour={hour:02d}"
             folder.mkdir(parents=True, exist_ok=True)
-            name = (f"{self.topic}-p{partition}-{buffer.first_offset:012d}-"
-                    f"{buffer.next_offset - 1:012d}.{self.file_format}")
+            name = (f"{self.topic}-p{partition}-{first_offset:012d}-"
+                    f"{next_offset - 1:012d}.{self.file_format}")
             temp = folder / (name + TEMP_SUFFIX)
-            self._write_file(temp, rows)
+            self._write_file(temp, hour_rows)
             pending.append((str(temp.relative_to(self.lake)),
                             str((folder / name).relative_to(self.lake))))
         # the commit point: after this replace the flush counts, and recovery rolls it forward
-        self._write_journal(partition, {"next_offset": buffer.next_offset, "pending": pending})
+        self._write_journal(partition, {"next_offset": next_offset, "pending": pending})
         for temp_name, final_name in pending:
             os.replace(self.lake / temp_name, self.lake / final_name)
 

@@ -43,20 +43,20 @@ class OnlineTableSink:
         return {p: o for p, o in stored.items() if p in partitions}
 
     def process(self, records: list[ConsumerRecord]) -> Positions:
-        rows: list[events.Row] = []
+        rows: list[tuple[ConsumerRecord, events.Row]] = []
         newest_ms = 0
         for record in records:
             decoded = events.decode(record.value)
             if isinstance(decoded, events.InvalidEvent):
                 self._dead_letter(record, decoded.reason, decoded.detail)
             else:
-                rows.append(decoded)
+                rows.append((record, decoded))
                 newest_ms = max(newest_ms, decoded[5])
         positions = positions_after(records)
         started = time.perf_counter()
         try:
             self.dead_letters.flush()  # dead letters are safe before their offsets commit
-            self._write(rows, positions, records)
+            written = self._write(rows, positions)
         except Exception as exc:
             # Store or broker trouble (locked, unreachable, timed out): retried by the run loop,
             # with backoff and a metric, rather than crashing or skipping the batch.
@@ -65,7 +65,7 @@ class OnlineTableSink:
         finished = time.time()
         metrics.WRITE_DURATION.labels(self.name).observe(time.perf_counter() - started)
         metrics.BATCH_SIZE.labels(self.name).observe(len(records))
-        metrics.ROWS_WRITTEN.labels(self.name, self.topic).inc(len(rows))
+        metrics.ROWS_WRITTEN.labels(self.name, self.topic).inc(written)
         if rows:
             metrics.LAST_EVENT_TIME.labels(self.name).set(newest_ms / 1000)
             metrics.LAST_WRITE_TIME.labels(self.name).set(finished)
@@ -75,33 +75,40 @@ class OnlineTableSink:
         metrics.PRODUCE_TO_WRITE.labels(self.name).observe(max(0.0, finished - oldest_ms / 1000))
         return positions
 
-    def _write(self, rows: list[events.Row], positions: Positions,
-               records: list[ConsumerRecord]) -> None:
+    def _write(self, rows: list[tuple[ConsumerRecord, events.Row]],
+               positions: Positions) -> int:
+        """Insert the rows (and, embedded, their offsets) in one transaction; the count written.
+
+        Embedded store: rows at offsets the store already holds are skipped inside the
+        transaction. A rebalance can leave this member with polled records of a partition that
+        another member has since written; this fence keeps them from being written twice."""
+        if self.exactly_once:
+            store = self.conn.store
+            store.begin()
+            stored = store.stored_offsets(self.group_id, self.topic)
+            rows = [(r, row) for r, row in rows if r.offset >= stored.get(r.partition, 0)]
+            positions = {p: max(o, stored.get(p, 0)) for p, o in positions.items()}
         try:
-            self.cursor.executemany(self.insert, rows)
+            self.cursor.executemany(self.insert, [row for _, row in rows])
         except DataError:
             # The store refused the batch: find the rows it refuses and dead-letter just those.
             self.conn.rollback()
-            rows = self._dead_letter_refused(rows, records)
-            self.cursor.executemany(self.insert, rows)
+            rows = self._dead_letter_refused(rows)
+            return self._write(rows, positions)
         if self.exactly_once:
             self.conn.store.store_offsets(self.group_id, self.topic, positions)
         self.conn.commit()
+        return len(rows)
 
-    def _dead_letter_refused(self, rows: list[events.Row],
-                             records: list[ConsumerRecord]) -> list[events.Row]:
-        by_row: dict[events.Row, ConsumerRecord] = {}
-        for record in records:
-            decoded = events.decode(record.value)
-            if not isinstance(decoded, events.InvalidEvent):
-                by_row.setdefault(decoded, record)
+    def _dead_letter_refused(self, rows: list[tuple[ConsumerRecord, events.Row]]
+                             ) -> list[tuple[ConsumerRecord, events.Row]]:
         accepted = []
-        for row in rows:
+        for record, row in rows:
             try:
                 self.cursor.executemany(self.insert, [row])
-                accepted.append(row)
+                accepted.append((record, row))
             except DataError as exc:
-                self._dead_letter(by_row[row], "store_rejected", str(exc))
+                self._dead_letter(record, "store_rejected", str(exc))
         self.conn.rollback()
         self.dead_letters.flush()
         return accepted
