@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 from kafka.consumer.fetcher import ConsumerRecord
 
 from ingest import events, metrics
-from ingest.kafka_io import Positions
+from ingest.kafka_io import Positions, without_refetches
 from ingest.runner import TransientError
 
 log = logging.getLogger(__name__)
@@ -116,7 +116,8 @@ class LakeSink:
     # --- batches ----------------------------------------------------------------------------
 
     def process(self, records: list[ConsumerRecord]) -> Positions:
-        for record in records:
+        passed = {p: b.next_offset for p, b in self.buffers.items()}
+        for record in without_refetches(records, passed):
             buffer = self.buffers.get(record.partition)
             if buffer is None:
                 buffer = self.buffers[record.partition] = _Buffer(record.offset, record.offset)

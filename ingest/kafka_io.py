@@ -153,6 +153,20 @@ class BatchConsumer:
         self.consumer.close(autocommit=False)  # leaves the group
 
 
+def without_refetches(records: Iterable[ConsumerRecord],
+                      next_offsets: Positions | None = None) -> list[ConsumerRecord]:
+    """The records minus any whose partition offset was already passed: a rebalance inside
+    one poll batch seeks back and fetches some records a second time. `next_offsets` (updated
+    in place) carries what earlier batches passed."""
+    passed = {} if next_offsets is None else next_offsets
+    kept = []
+    for record in records:
+        if record.offset >= passed.get(record.partition, -1):
+            kept.append(record)
+            passed[record.partition] = record.offset + 1
+    return kept
+
+
 def positions_after(records: Iterable[ConsumerRecord]) -> Positions:
     """The next offset to read per partition after these records."""
     positions: Positions = {}

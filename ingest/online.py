@@ -15,7 +15,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 import features
 from features.exceptions import DataError
 from ingest import events, metrics
-from ingest.kafka_io import DeadLetterProducer, Positions, positions_after
+from ingest.kafka_io import DeadLetterProducer, Positions, positions_after, without_refetches
 from ingest.runner import TransientError
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,7 @@ class OnlineTableSink:
         return {p: o for p, o in stored.items() if p in partitions}
 
     def process(self, records: list[ConsumerRecord]) -> Positions:
+        records = without_refetches(records)
         rows: list[tuple[ConsumerRecord, events.Row]] = []
         newest_ms = 0
         for record in records:

@@ -65,3 +65,27 @@ def test_archive_commits_skip_offsets_already_archived(tmp_path: Path) -> None:
     for path in archived_files(tmp_path, "clicks"):
         archived.update(pq.read_table(path).column("ip").to_pylist())
     assert archived == Counter(range(120))
+
+
+def test_refetched_records_in_one_batch_are_written_once(kafka_broker: KafkaBroker,
+                                                         topic: str, tmp_path: Path) -> None:
+    """A rebalance inside one poll batch seeks back: the batch holds some offsets twice."""
+    url = f"embedded://{tmp_path / 'store'}"
+    init_store(url, "demo_db", "talkingdata", "demo")
+    sink = OnlineTableSink(url, "demo_db", "talkingdata", topic, "group",
+                           DeadLetterProducer(kafka_broker.bootstrap_servers, topic))
+    batch = _records(topic, 1, range(0, 30)) + _records(topic, 1, range(10, 40))
+    assert sink.process(batch) == {1: 40}
+    sink.close()
+    lake = LakeSink(tmp_path / "lake", topic)
+    lake.process(_records(topic, 1, range(0, 30)))
+    lake.process(_records(topic, 1, range(10, 40)))
+    lake.flush()
+    conn = features.connect(url, "demo_db")
+    cursor = conn.cursor()
+    cursor.execute("SET @@execute_mode='online'")
+    online = Counter(row[0] for row in cursor.execute("SELECT ip FROM talkingdata").fetchall())
+    archived: Counter[int] = Counter()
+    for path in archived_files(tmp_path / "lake", topic):
+        archived.update(pq.read_table(path).column("ip").to_pylist())
+    assert online == archived == Counter(range(40))
