@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from features import compiler
 from features import dialect as d
@@ -468,15 +470,23 @@ class EmbeddedStore:
         number = int(existing[-1].stem.split("-")[1]) + 1 if existing else 0
         final = folder / f"part-{number:06d}.parquet"
         temp = folder / f".{final.name}.tmp"
+        # Storage order is file order: DuckDB keeps scan order in its result stream, but a
+        # window such as row_number() OVER () may number rows in parallel chunks; so the
+        # sequence is attached here, batch by batch, as the rows stream out in order.
+        rows = 0
         try:
-            self.duck().execute(
-                f"COPY (SELECT *, {start} + row_number() OVER () - 1 AS {SEQ} FROM ({relation})) "
-                f"TO '{temp}' (FORMAT parquet)")
+            reader = self.duck().sql(relation).to_arrow_reader(100_000)
+            with pq.ParquetWriter(temp, reader.schema.append(pa.field(SEQ, pa.int64()))) \
+                    as writer:
+                for batch in reader:
+                    seq = pa.array(range(start + rows, start + rows + batch.num_rows),
+                                   type=pa.int64())
+                    writer.write_batch(pa.RecordBatch.from_arrays(
+                        [*batch.columns, seq], schema=writer.schema))
+                    rows += batch.num_rows
         except duckdb.Error as exc:
             temp.unlink(missing_ok=True)
             raise DataError(f"LOAD DATA: {exc}") from None
-        count = self.duck().execute(f"SELECT count(*) FROM read_parquet('{temp}')").fetchone()
-        rows = int(count[0]) if count else 0
         temp.rename(final)
         self._autocommit(lambda: self.db.execute(
             "INSERT OR REPLACE INTO _offline_parts VALUES (?, ?, ?)",
