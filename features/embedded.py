@@ -206,19 +206,19 @@ class EmbeddedStore:
         raise UnsupportedStatementError(f"statement {statement!r}")
 
     def _create_database(self, name: str, if_not_exists: bool) -> Result:
-        if self.has_database(name):
-            if if_not_exists:
-                return _empty()
-            raise CatalogError(f"database {name} already exists")
-        self._autocommit(lambda: self._catalog_put("database", "", name, {}))
+        def create() -> None:
+            # checked inside the write transaction: processes starting together race here
+            if self.has_database(name):
+                if if_not_exists:
+                    return
+                raise CatalogError(f"database {name} already exists")
+            self._catalog_put("database", "", name, {})
+
+        self._autocommit(create)
         return _empty()
 
     def _create_table(self, stmt: d.CreateTable, session: Session) -> Result:
         db = self._require_db(session, stmt.db)
-        if self._catalog_get("table", db, stmt.name) is not None:
-            if stmt.if_not_exists:
-                return _empty()
-            raise CatalogError(f"table {db}.{stmt.name} already exists")
         names = [c.name for c in stmt.columns]
         if len(set(names)) != len(names):
             raise CatalogError(f"table {stmt.name} repeats a column name")
@@ -231,6 +231,11 @@ class EmbeddedStore:
         table = _sqlite_table(db, stmt.name)
 
         def create() -> None:
+            # checked inside the write transaction: processes starting together race here
+            if self._catalog_get("table", db, stmt.name) is not None:
+                if stmt.if_not_exists:
+                    return
+                raise CatalogError(f"table {db}.{stmt.name} already exists")
             columns = ", ".join(f"{quote(c.name)} {_SQLITE_TYPES[c.type]}"
                                 for c in schema.columns)
             self.db.execute(f"CREATE TABLE {quote(table)} (_seq INTEGER PRIMARY KEY, {columns})")
@@ -638,6 +643,12 @@ class EmbeddedStore:
         needed = compiler.required_indexes(stmt.select.text, tables)
 
         def deploy() -> None:
+            # checked again inside the write transaction: processes starting together race
+            if self._catalog_get("deployment", db, stmt.name) is not None:
+                if stmt.if_not_exists:
+                    return
+                raise CatalogError(f"deployment {db}.{stmt.name} already exists")
+            tables = self.tables(db)
             for table_name, indexes in needed.items():
                 self._ensure_indexes(db, tables[table_name], indexes)
             schema = self.table(db, stmt.select.table)

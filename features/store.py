@@ -38,7 +38,7 @@ def init_store(store_url: str, database: str, table: str, deployment: str) -> li
             cursor.execute(table_ddl(table))
             created.append(f"table {database}.{table}")
         if deployment not in _names(cursor, "SHOW DEPLOYMENTS", column=1):
-            cursor.execute(f"DEPLOY {deployment} {feature_sql(table)}")
+            cursor.execute(f"DEPLOY IF NOT EXISTS {deployment} {feature_sql(table)}")
             created.append(f"deployment {database}.{deployment}")
     finally:
         conn.close()

@@ -321,3 +321,19 @@ def test_concurrent_writer_and_request_readers(tmp_path: Path) -> None:
 
 def test_table_ddl_matches_the_seed() -> None:
     assert "click_time TIMESTAMP" in table_ddl()
+
+
+def _init(root: str) -> None:
+    init_store(f"embedded://{root}", "demo_db", "talkingdata", "demo")
+
+
+def test_processes_initialising_one_store_together_all_succeed(tmp_path: Path) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_init, args=(str(tmp_path),)) for _ in range(4)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(timeout=120)
+        assert proc.exitcode == 0
+    conn = features.connect(f"embedded://{tmp_path}", "demo_db")
+    assert [r[1] for r in conn.cursor().execute("SHOW DEPLOYMENTS").fetchall()] == ["demo"]
