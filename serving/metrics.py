@@ -103,13 +103,13 @@ def _record_request(response: Response) -> Response:
 def export_baseline_score_cdf(cdf: Mapping[str, float], replaced: Mapping[str, float]) -> None:
     """Export the swapped-in model's baseline score CDF (empty: it has none), withdrawing the
     bounds of the replaced model's that it lacks."""
-    for le in replaced.keys() - cdf.keys():
-        if _multiprocess():
-            # Removal is not implemented in multiprocess mode: the worker's file keeps every
-            # series it ever set. NaN stands for "no baseline", and `exposition` drops it.
+    if _multiprocess():
+        # Removal is not implemented in multiprocess mode: the worker's file keeps every
+        # series it ever set. NaN stands for "no baseline", and `exposition` drops it.
+        for le in replaced.keys() - cdf.keys():
             BASELINE_SCORE_CDF.labels(le).set(math.nan)
-        else:
-            BASELINE_SCORE_CDF.remove(le)
+    else:  # one process serves one model: its baseline replaces whatever was there
+        BASELINE_SCORE_CDF.clear()
     for le, fraction in cdf.items():
         BASELINE_SCORE_CDF.labels(le).set(fraction)
 
