@@ -149,6 +149,21 @@ class BatchConsumer:
         ends = self.consumer.end_offsets(assigned)
         return {tp.partition: max(0, ends[tp] - self.consumer.position(tp)) for tp in assigned}
 
+    def group_caught_up(self) -> bool:
+        """Every partition of the topic read to its end by the group: this member's positions
+        for its partitions, the group's commits for the others (a crashed member may still
+        hold some until its session expires)."""
+        partitions = [TopicPartition(self.topic, p)
+                      for p in self.consumer.partitions_for_topic(self.topic)]
+        ends = self.consumer.end_offsets(partitions)
+        assigned = self.consumer.assignment()
+        for tp in partitions:
+            done = self.consumer.position(tp) if tp in assigned else \
+                (self.consumer.committed(tp) or 0)
+            if done < ends[tp]:
+                return False
+        return True
+
     def close(self) -> None:
         self.consumer.close(autocommit=False)  # leaves the group
 

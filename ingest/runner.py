@@ -124,7 +124,8 @@ def run(consumer: BatchConsumer, sink: Sink, stop: threading.Event,
                 next_lag_check = now + LAG_INTERVAL_S
                 # caught up = partitions assigned and none behind (no assignment yet: a
                 # rebalance is pending, e.g. a killed member's session has not expired)
-                if not batch and until_idle_s is not None and lag and not any(lag.values()):
+                if (not batch and until_idle_s is not None and lag and not any(lag.values())
+                        and consumer.group_caught_up()):
                     idle_since = idle_since or now
                     if now - idle_since >= until_idle_s:
                         log.info("%s: caught up and idle for %.1fs, exiting", sink.name,
