@@ -5,6 +5,11 @@ Storage (one directory per store):
 - `online.sqlite3` (WAL): the catalog, online tables and consumer offsets. SQLite gives durable
   transactions shared by separate processes: ingest consumers write while predict-server
   workers read, and offsets commit in the same transaction as the rows they cover.
+  A table whose first index's key and ts columns are NOT NULL is stored clustered by that
+  index (a WITHOUT ROWID table keyed by keys, ts, `_seq`) and each batch is inserted grouped
+  by key: one B-tree fewer to update per row and neighbouring pages per batch, about a third
+  faster than a rowid table with the same index. Other tables keep a rowid table, as SQLite
+  primary keys cannot hold nulls.
 - `offline/<db>/<table>/part-*.parquet`: offline tables, queried with DuckDB; each part
   carries a `_seq` column so equal timestamps keep their storage order.
 """
@@ -20,6 +25,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +44,7 @@ from features.exceptions import (
 )
 from features.functions import UTC8_OFFSET_MS
 from features.offline import DUCKDB_TYPES, SEQ, OrderKey, build_query, quote
-from features.online import RequestPlan
+from features.online import CLUSTERED_KEY, RequestPlan
 from features.schema import INTEGER_RANGES, Column, Index, TableSchema
 
 _CATALOG_DDL = """
@@ -54,6 +60,9 @@ CREATE TABLE IF NOT EXISTS _consumer_offsets (
     consumer_group TEXT NOT NULL, topic TEXT NOT NULL, partition INTEGER NOT NULL,
     next_offset INTEGER NOT NULL, PRIMARY KEY (consumer_group, topic, partition));
 """
+# The next storage-order number of each clustered table (a rowid table numbers rows itself).
+_ROW_SEQ_DDL = """CREATE TABLE IF NOT EXISTS _row_seq (tbl TEXT PRIMARY KEY,
+    next INTEGER NOT NULL)"""
 _SQLITE_TYPES = {
     "bool": "INTEGER", "int16": "INTEGER", "int32": "INTEGER", "int64": "INTEGER",
     "timestamp": "INTEGER", "float": "REAL", "double": "REAL", "string": "TEXT", "date": "TEXT",
@@ -236,10 +245,22 @@ class EmbeddedStore:
                 if stmt.if_not_exists:
                     return
                 raise CatalogError(f"table {db}.{stmt.name} already exists")
-            columns = ", ".join(f"{quote(c.name)} {_SQLITE_TYPES[c.type]}"
-                                for c in schema.columns)
-            self.db.execute(f"CREATE TABLE {quote(table)} (_seq INTEGER PRIMARY KEY, {columns})")
-            for index in schema.indexes:
+            columns = ", ".join(
+                f"{quote(c.name)} {_SQLITE_TYPES[c.type]}{' NOT NULL' if c.not_null else ''}"
+                for c in schema.columns)
+            primary = schema.indexes[0]
+            secondary = schema.indexes
+            if all(schema.column(c).not_null for c in (*primary.keys, primary.ts)):
+                key = ", ".join(quote(c) for c in (*primary.keys, primary.ts, "_seq"))
+                self.db.execute(f"CREATE TABLE {quote(table)} ({columns}, "
+                                f"_seq INTEGER NOT NULL, PRIMARY KEY ({key})) WITHOUT ROWID")
+                self.db.execute(_ROW_SEQ_DDL)
+                self.db.execute("INSERT OR REPLACE INTO _row_seq VALUES (?, 0)", (table,))
+                secondary = secondary[1:]
+            else:
+                self.db.execute(
+                    f"CREATE TABLE {quote(table)} (_seq INTEGER PRIMARY KEY, {columns})")
+            for index in secondary:
                 self._create_sqlite_index(table, index)
             self._catalog_put("table", db, stmt.name, schema.to_json())
 
@@ -255,12 +276,29 @@ class EmbeddedStore:
         self.db.execute(f"CREATE INDEX IF NOT EXISTS {quote(name)} ON {quote(table)} ({cols})")
         return name
 
+    def _clustered_key(self, table: str) -> list[str]:
+        """The primary key columns of a clustered table (empty for a rowid table)."""
+        info = self.db.execute(f"PRAGMA table_info({quote(table)})").fetchall()
+        if not any(origin == "pk" for *_, origin, _partial in
+                   self.db.execute(f"PRAGMA index_list({quote(table)})")):
+            return []
+        return [row[1] for row in sorted((r for r in info if r[5]), key=lambda r: r[5])]
+
     def _physical_indexes(self, table: str) -> dict[str, list[str]]:
+        """Each SQLite index by name with its columns; a clustered table's own key order is
+        one of them (CLUSTERED_KEY), holding every column."""
+        indexes: dict[str, list[str]] = {}
+        key = self._clustered_key(table)
+        if key:
+            others = [r[1] for r in self.db.execute(f"PRAGMA table_info({quote(table)})")
+                      if r[1] not in key]
+            indexes[CLUSTERED_KEY] = [*key, *others]
         names = [r[0] for r in self.db.execute(
             "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ? "
             "AND sql IS NOT NULL ORDER BY name", (table,))]
-        return {name: [r[2] for r in self.db.execute(f"PRAGMA index_info({quote(name)})")]
-                for name in names}
+        indexes.update({name: [r[2] for r in self.db.execute(
+            f"PRAGMA index_info({quote(name)})")] for name in names})
+        return indexes
 
     def _physical_for(self, table: str, keys: Sequence[str], ts: str, ordered: bool,
                       covering: Sequence[str] = ()) -> str | None:
@@ -301,14 +339,18 @@ class EmbeddedStore:
             covering = _aggregated_columns(select, spec)
             found = self._physical_for(table, spec.partition_by, spec.order_by, False, covering)
             if found is None or not set(covering) <= set(self._physical_indexes(table)[found]):
-                # lead with the keys most windows share, so smaller key sets are prefixes
-                keys = sorted(spec.partition_by, key=lambda c: (-sum(c in k for k in key_sets), c))
+                # lead with the keys most windows share, so smaller key sets are prefixes, then
+                # with the table's first index keys: batches inserted in that order touch
+                # neighbouring pages of this index too
+                keys = sorted(spec.partition_by, key=lambda c: (
+                    -sum(c in k for k in key_sets), c not in schema.indexes[0].keys, c))
                 self._create_physical(table, [*keys, spec.order_by,
                                               *(c for c in shared_cover if c not in keys)])
         indexes = self._physical_indexes(table)
         for name, columns in indexes.items():
-            if any(other != name and len(cols) > len(columns) and cols[:len(columns)] == columns
-                   for other, cols in indexes.items()):
+            if name != CLUSTERED_KEY and any(
+                    other != name and len(cols) > len(columns) and cols[:len(columns)] == columns
+                    for other, cols in indexes.items()):
                 self.db.execute(f"DROP INDEX {quote(name)}")
 
     def _request_plan(self, db: str, select: d.Select, schema: TableSchema,
@@ -335,6 +377,8 @@ class EmbeddedStore:
             raise CatalogError(f"table {db}.{name} is used by deployment(s) {', '.join(users)}")
 
         def drop() -> None:
+            if self._clustered_key(_sqlite_table(db, name)):
+                self.db.execute("DELETE FROM _row_seq WHERE tbl = ?", (_sqlite_table(db, name),))
             self.db.execute(f"DROP TABLE IF EXISTS {quote(_sqlite_table(db, name))}")
             self.db.execute("DELETE FROM _offline_parts WHERE db=? AND name=?", (db, name))
             self._catalog_delete("table", db, name)
@@ -397,14 +441,34 @@ class EmbeddedStore:
         target = list(stmt.columns) if stmt.columns else schema.column_names
         for name in target:
             schema.column(name)
-        materialized = _bind_rows(stmt, rows, len(target))
-        columns = _validate_columns(schema, target, materialized)
-        table_rows = list(zip(*columns, strict=True)) if columns else []
+        missing = [c.name for c in schema.columns if c.not_null and c.name not in target]
+        if missing:
+            raise DataError(f"INSERT leaves NOT NULL column(s) {', '.join(missing)} empty")
+        bound = _bind_rows(stmt, rows, len(target))
+        if not bound:
+            return _empty(0)
+        columns = _validate_columns(schema, target, bound)
+        table = _sqlite_table(db, stmt.table)
         self.begin()
+        key = self._clustered_key(table)
+        if key:
+            # Number the rows in arrival order, then insert them grouped by the first key
+            # column (a stable sort on one int is several times cheaper than on the whole
+            # key, and already puts each key's rows on neighbouring pages).
+            first = self.db.execute("SELECT next FROM _row_seq WHERE tbl = ?",
+                                    (table,)).fetchone()[0]
+            table_rows = list(zip(*columns, range(first, first + len(bound)), strict=True))
+            target_seq = [*target, "_seq"]
+            table_rows.sort(key=itemgetter(target_seq.index(key[0])))
+            self.db.execute("UPDATE _row_seq SET next = ? WHERE tbl = ?",
+                            (first + len(bound), table))
+            target = target_seq
+        else:
+            table_rows = list(zip(*columns, strict=True))
         placeholders = ", ".join("?" for _ in target)
         names = ", ".join(quote(n) for n in target)
-        self.db.executemany(f"INSERT INTO {quote(_sqlite_table(db, stmt.table))} ({names}) "
-                            f"VALUES ({placeholders})", table_rows)
+        self.db.executemany(f"INSERT INTO {quote(table)} ({names}) VALUES ({placeholders})",
+                            table_rows)
         return _empty(len(table_rows))
 
     # --- LOAD DATA --------------------------------------------------------------------------
@@ -836,7 +900,8 @@ def _convert_column(column: Column, file_type: str) -> str:
     return f"CAST({name} AS {DUCKDB_TYPES[column.type]})"
 
 
-def _bind_rows(stmt: d.Insert, rows: Iterable[Sequence[Any]], width: int) -> list[list[Any]]:
+def _bind_rows(stmt: d.Insert, rows: Iterable[Sequence[Any]],
+               width: int) -> list[Sequence[Any]]:
     """Each VALUES tuple with its `?` placeholders bound from one parameter row."""
     templates = stmt.rows
     for template in templates:
@@ -845,16 +910,16 @@ def _bind_rows(stmt: d.Insert, rows: Iterable[Sequence[Any]], width: int) -> lis
         for value in template:
             if not isinstance(value, d.Literal | d.Placeholder):
                 raise UnsupportedStatementError("expressions in INSERT VALUES")
-    all_placeholders = len(templates) == 1 and all(
-        isinstance(v, d.Placeholder) for v in templates[0])
-    bound: list[list[Any]] = []
+    if len(templates) == 1 and all(isinstance(v, d.Placeholder) for v in templates[0]):
+        # the common executemany case: the parameter rows are the rows, checked at C speed
+        params_rows = rows if isinstance(rows, list) else list(rows)
+        bad = set(map(len, params_rows)) - {width}
+        if bad:
+            raise DataError(f"row has {min(bad)} values, INSERT expects {width}")
+        return params_rows
+    bound: list[Sequence[Any]] = []
     for params in rows:
         params = list(params)
-        if all_placeholders:  # the common executemany case, kept fast
-            if len(params) != width:
-                raise DataError(f"row has {len(params)} values, INSERT expects {width}")
-            bound.append(params)
-            continue
         for template in templates:
             values = [params[v.index] if isinstance(v, d.Placeholder) else v.value  # type: ignore[union-attr]
                       for v in template]
@@ -863,23 +928,25 @@ def _bind_rows(stmt: d.Insert, rows: Iterable[Sequence[Any]], width: int) -> lis
 
 
 def _validate_columns(schema: TableSchema, names: list[str],
-                      rows: list[list[Any]]) -> list[list[Any]]:
+                      rows: Sequence[Sequence[Any]]) -> list[Sequence[Any]]:
     """The rows' columns converted to the table's types; DataError names the bad value.
 
     Works a column at a time so a batch of 100k rows is checked at C speed in the common case.
     """
-    columns = [list(c) for c in zip(*rows, strict=True)] if rows else [[] for _ in names]
-    for values, name in zip(columns, names, strict=True):
+    columns: list[Sequence[Any]] = list(zip(*rows, strict=True)) if rows else [
+        () for _ in names]
+    for position, name in enumerate(names):
+        values = columns[position]
         column = schema.column(name)
         kinds = set(map(type, values))
-        if column.not_null and None in values:
+        has_null = type(None) in kinds
+        if column.not_null and has_null:
             raise DataError(f"column {name} is NOT NULL but a row has null")
         kinds.discard(type(None))
         if column.type in INTEGER_RANGES:
             if kinds - {int}:
-                for i, v in enumerate(values):
-                    values[i] = _to_integer(v, column)
-            present = [v for v in values if v is not None]
+                values = columns[position] = [_to_integer(v, column) for v in values]
+            present = [v for v in values if v is not None] if has_null else values
             low, high = INTEGER_RANGES[column.type]
             if present and (min(present) < low or max(present) > high):
                 raise DataError(f"column {name} ({column.type}) value out of range")

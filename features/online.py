@@ -20,6 +20,9 @@ from features.functions import AGGREGATES, SCALAR_FUNCTIONS, python_scalar
 from features.offline import quote, window_argument
 from features.schema import Column, Index, TableSchema
 
+# The name under which a clustered table's own key order stands among its SQLite indexes.
+CLUSTERED_KEY = "PRIMARY KEY"
+
 
 @dataclass(frozen=True)
 class _WindowQuery:
@@ -132,7 +135,10 @@ class RequestPlan:
         cols = ", ".join([*(quote(c) for c in columns), "_seq"])
         where = " AND ".join(key_filters) or "1"
         # named, so SQLite never picks a worse index for a window than the one made for it
-        table = f"{quote(self.sqlite_table)} INDEXED BY {quote(sqlite_index)}"
+        # (NOT INDEXED on a WITHOUT ROWID table reads it in its primary key order)
+        table = f"{quote(self.sqlite_table)} " + (
+            "NOT INDEXED" if sqlite_index == CLUSTERED_KEY
+            else f"INDEXED BY {quote(sqlite_index)}")
         ts_col = quote(index.ts)
         abs_keep = f"{ts_col} >= {now_ms - index.ttl_minutes * 60_000}" \
             if index.ttl_minutes else None

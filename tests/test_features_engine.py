@@ -85,8 +85,13 @@ def test_real_sample_online_equals_offline(tmp_path: Path) -> None:
     assert _stream_and_compare(conn, "demo", "talkingdata", rows, SAMPLE) == 10_000
 
 
-PROPERTY_TABLE = ("CREATE TABLE events (k1 int, k2 int, v int, w double, ts timestamp, "
-                  "INDEX(KEY=k1, TS=ts, TTL=0m, TTL_TYPE=absolute))")
+# Both online layouts: a NOT NULL index key and ts make the table clustered by that index.
+PROPERTY_TABLES = {
+    "clustered": "CREATE TABLE events (k1 int NOT NULL, k2 int, v int, w double, "
+                 "ts timestamp NOT NULL, INDEX(KEY=k1, TS=ts, TTL=0m, TTL_TYPE=absolute))",
+    "rowid": "CREATE TABLE events (k1 int, k2 int, v int, w double, ts timestamp, "
+             "INDEX(KEY=k1, TS=ts, TTL=0m, TTL_TYPE=absolute))",
+}
 PROPERTY_SQL = """SELECT k1, k2, v, hour(ts) AS h, dayofweek(ts) AS dow,
   count(v) OVER w1 AS c1, sum(v) OVER w1 AS s1, avg(w) OVER w1 AS a1, min(v) OVER w1 AS mn1,
   max(w) OVER w1 AS mx1, distinct_count(k2) OVER w1 AS dc1,
@@ -116,13 +121,15 @@ _event = st.tuples(
 )
 
 
+@pytest.mark.parametrize("layout", list(PROPERTY_TABLES))
 @pytest.mark.parametrize("order_key", ["one sort key", "fallback plan"])
 @settings(max_examples=40, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(events=st.lists(_event, min_size=1, max_size=40))
 def test_property_streams_online_equal_offline(tmp_path_factory: pytest.TempPathFactory,
                                                monkeypatch: pytest.MonkeyPatch,
-                                               order_key: str, events: list[tuple]) -> None:
+                                               order_key: str, layout: str,
+                                               events: list[tuple]) -> None:
     if order_key == "fallback plan":  # the plan for time spans × row counts over 63 bits
         monkeypatch.setattr(EmbeddedStore, "_order_keys", lambda *_: {})
     root = tmp_path_factory.mktemp("prop")
@@ -130,7 +137,7 @@ def test_property_streams_online_equal_offline(tmp_path_factory: pytest.TempPath
     cursor = conn.cursor()
     cursor.execute("CREATE DATABASE db")
     cursor.execute("USE db")
-    cursor.execute(PROPERTY_TABLE)
+    cursor.execute(PROPERTY_TABLES[layout])
     cursor.execute(f"DEPLOY d {PROPERTY_SQL}")
     # time order with many equal timestamps; each gap an offset from the strategy
     rows, ts = [], _BASE
@@ -143,6 +150,55 @@ def test_property_streams_online_equal_offline(tmp_path_factory: pytest.TempPath
         writer.writerow(["k1", "k2", "v", "w", "ts"])
         writer.writerows([["" if x is None else x for x in row] for row in rows])
     _stream_and_compare(conn, "d", "events", rows, csv_path)
+
+
+@pytest.mark.parametrize("layout", list(PROPERTY_TABLES))
+def test_one_batch_keeps_arrival_order_for_equal_timestamps(tmp_path: Path,
+                                                            layout: str) -> None:
+    """A clustered table inserts each batch in key order; rows with equal timestamps must
+    still count in arrival order, for windows over its key and over other columns."""
+    conn = features.connect(f"embedded://{tmp_path}", "db")
+    cursor = conn.cursor()
+    cursor.execute("CREATE DATABASE db")
+    cursor.execute("USE db")
+    cursor.execute(PROPERTY_TABLES[layout])
+    cursor.execute("""DEPLOY d SELECT k1,
+        sum(v) OVER by_k2 AS last_of_k2, sum(v) OVER by_k1 AS last_two_of_k1 FROM events WINDOW
+        by_k2 AS (PARTITION BY k2 ORDER BY ts ROWS BETWEEN 1 PRECEDING AND CURRENT ROW),
+        by_k1 AS (PARTITION BY k1 ORDER BY ts ROWS BETWEEN 2 PRECEDING AND CURRENT ROW)""")
+    cursor.execute("SET @@execute_mode='online'")
+    # keys arrive out of key order, all at one timestamp; v numbers the arrival
+    cursor.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?)",
+                       [(k1, 0, v, 0.0, _BASE) for v, k1 in enumerate([9, 3, 7, 3, 1, 9, 5])])
+    conn.commit()
+    request = {"k1": 3, "k2": 0, "v": 100, "w": 0.0, "ts": _BASE}
+    assert cursor.callproc("d", request).fetchone() == (3, 6 + 100, 1 + 3 + 100)
+    rows = cursor.execute("SELECT v FROM events").fetchall()
+    assert [r[0] for r in rows] == list(range(7))  # storage order, as OpenMLDB returns it
+
+
+def test_clustered_table_rejects_null_keys_and_rowid_table_keeps_them(tmp_path: Path) -> None:
+    conn = features.connect(f"embedded://{tmp_path}", "db")
+    cursor = conn.cursor()
+    cursor.execute("CREATE DATABASE db")
+    cursor.execute("USE db")
+    cursor.execute(PROPERTY_TABLES["clustered"])
+    cursor.execute(PROPERTY_TABLES["rowid"].replace("events", "nullable"))
+    cursor.execute("DEPLOY d SELECT k1, count(v) OVER w AS n FROM nullable WINDOW "
+                   "w AS (PARTITION BY k1 ORDER BY ts ROWS_RANGE BETWEEN 1h PRECEDING "
+                   "AND CURRENT ROW)")
+    cursor.execute("SET @@execute_mode='online'")
+    with pytest.raises(DataError, match="column k1 is NOT NULL"):
+        cursor.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?)",
+                           [(None, 0, 1, 0.0, _BASE)])
+    with pytest.raises(DataError, match="NOT NULL column"):
+        cursor.executemany("INSERT INTO events (k2, v, w, ts) VALUES (?, ?, ?, ?)",
+                           [(0, 1, 0.0, _BASE)])
+    cursor.executemany("INSERT INTO nullable VALUES (?, ?, ?, ?, ?)",
+                       [(None, 0, 1, 0.0, _BASE), (None, 0, 2, 0.0, _BASE)])
+    conn.commit()
+    request = {"k1": None, "k2": 0, "v": 3, "w": 0.0, "ts": _BASE}
+    assert cursor.callproc("d", request).fetchone() == (None, 3)  # nulls form one partition
 
 
 def test_exact_hour_boundary_is_inside_the_window(tmp_path: Path) -> None:
