@@ -2,4 +2,5 @@
 
 from fraudflow.cli import main
 
-main()
+if __name__ == "__main__":  # a spawned writer process imports this module again
+    main()

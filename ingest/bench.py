@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import functools
 import statistics
 import subprocess
 import sys
@@ -23,13 +24,15 @@ from kafka.consumer.fetcher import ConsumerRecord
 
 from features.store import init_store
 from ingest import broker, producer
-from ingest.kafka_io import BatchConsumer, BatchPolicy, DeadLetterProducer, Positions
-from ingest.online import OnlineTableSink
+from ingest.consumers import online_sink
+from ingest.kafka_io import BatchConsumer, BatchPolicy, Positions
 from ingest.runner import run
+from ingest.writer_process import WriterProcessSink
 
 
-class _TimedSink(OnlineTableSink):
-    """Records when each batch became durable and each event's produce→write latency."""
+class _TimedSink(WriterProcessSink):
+    """`fraudflow ingest`'s sink, recording when each batch became durable and each event's
+    produce→write latency."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -78,8 +81,8 @@ def _ingest(bootstrap: str, topic: str, store_url: str, count: int,
             policy: BatchPolicy) -> _TimedSink:
     init_store(store_url, "demo_db", "talkingdata", "demo")
     group = f"ingest-{topic}"
-    sink = _TimedSink(store_url, "demo_db", "talkingdata", topic, group,
-                      DeadLetterProducer(bootstrap, topic))
+    sink = _TimedSink(functools.partial(online_sink, store_url, "demo_db", "talkingdata", topic,
+                                        group, bootstrap), topic)
     consumer = BatchConsumer(bootstrap, topic, group, policy,
                              resume_positions=sink.resume_positions)
     stop = threading.Event()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import threading
@@ -15,6 +16,7 @@ from ingest.archive import LakeSink
 from ingest.kafka_io import BatchConsumer, BatchPolicy, DeadLetterProducer
 from ingest.online import OnlineTableSink
 from ingest.runner import RunStats, run
+from ingest.writer_process import WriterProcessSink
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +40,25 @@ def _serve_metrics(port: int) -> None:
         log.info("metrics on :%d/metrics", port)
 
 
+def online_sink(store_url: str, database: str, table: str, topic: str, group: str,
+                bootstrap_servers: str) -> OnlineTableSink:
+    return OnlineTableSink(store_url, database, table, topic, group,
+                           DeadLetterProducer(bootstrap_servers, topic))
+
+
+def ingest_sink(settings: Settings, topic: str, group: str) -> WriterProcessSink:
+    """The ingest sink, writing in a writer process of its own."""
+    return WriterProcessSink(functools.partial(
+        online_sink, settings.store_url, settings.database, settings.table, topic, group,
+        settings.kafka_bootstrap_servers), topic)
+
+
 def run_ingest(settings: Settings, topic: str, group: str, policy: BatchPolicy,
                until_idle_s: float | None, metrics_port: int) -> RunStats:
     init_store(settings.store_url, settings.database, settings.table, settings.deployment)
     _serve_metrics(metrics_port)
     stop = _stop_on_signals()
-    sink = OnlineTableSink(settings.store_url, settings.database, settings.table, topic, group,
-                           DeadLetterProducer(settings.kafka_bootstrap_servers, topic))
+    sink = ingest_sink(settings, topic, group)
     consumer = BatchConsumer(settings.kafka_bootstrap_servers, topic, group, policy,
                              resume_positions=sink.resume_positions, client_id="fraudflow-ingest")
     return run(consumer, sink, stop, until_idle_s)

@@ -11,9 +11,10 @@ Unknown fields are ignored, so producers can add fields before consumers know th
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -84,6 +85,34 @@ def decode(value: bytes | None) -> Row | InvalidEvent:
                             f"field 'is_attributed' must be 0 or 1, got {label!r:.40}")
     values.append(label)
     return tuple(values)  # type: ignore[return-value]
+
+
+def decode_batch(values: Sequence[bytes | None]) -> list[Row | InvalidEvent]:
+    """`[decode(v) for v in values]`, checked a field at a time when every event is a plain
+    valid one (the common case, about twice as fast); any doubt falls back to decode()."""
+    if not values or None in values:
+        return [decode(v) for v in values]
+    blobs = cast(Sequence[bytes], values)
+    if max(map(len, blobs)) > MAX_EVENT_BYTES:
+        return [decode(v) for v in values]
+    try:
+        parsed = list(map(orjson.loads, blobs))
+    except orjson.JSONDecodeError:
+        return [decode(v) for v in values]
+    if set(map(type, parsed)) != {dict} or any(
+            e.get("schema_version", SCHEMA_VERSION) != SCHEMA_VERSION for e in parsed):
+        return [decode(v) for v in values]
+    columns = [[e.get(name) for e in parsed] for name in ID_FIELDS]
+    ranges = [(0, INT32_MAX)] * len(ID_FIELDS)
+    columns.append([e.get("click_time") for e in parsed])
+    ranges.append((MIN_CLICK_MS, MAX_CLICK_MS))
+    columns.append([e.get("is_attributed", 0) for e in parsed])
+    ranges.append((0, 1))
+    for column, (low, high) in zip(columns, ranges, strict=True):
+        # type() is not isinstance(): bool and float are not ids (string times: decode())
+        if set(map(type, column)) != {int} or min(column) < low or max(column) > high:
+            return [decode(v) for v in values]
+    return list(zip(*columns, strict=True))
 
 
 def _click_time_ms(raw: Any) -> int | InvalidEvent:

@@ -9,16 +9,49 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
+from dataclasses import dataclass
 
 from kafka.consumer.fetcher import ConsumerRecord
 
 import features
 from features.exceptions import DataError
 from ingest import events, metrics
-from ingest.kafka_io import DeadLetterProducer, Positions, positions_after, without_refetches
+from ingest.kafka_io import DeadLetterProducer, PackedRecords, Positions
 from ingest.runner import TransientError
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BatchReport:
+    """What writing one batch did."""
+
+    positions: Positions  # now durable
+    records: int
+    written: int
+    dead_letters: dict[str, int]  # by reason
+    write_seconds: float
+    finished: float  # epoch seconds
+    newest_event_ms: int  # click_time; 0: no valid event
+    oldest_produced_ms: int  # Kafka timestamp
+
+
+def record_metrics(consumer: str, topic: str, report: BatchReport) -> None:
+    metrics.WRITE_DURATION.labels(consumer).observe(report.write_seconds)
+    metrics.BATCH_SIZE.labels(consumer).observe(report.records)
+    metrics.ROWS_WRITTEN.labels(consumer, topic).inc(report.written)
+    for reason, count in report.dead_letters.items():
+        metrics.INVALID_EVENTS.labels(consumer, topic, reason).inc(count)
+        metrics.DEAD_LETTERS.labels(consumer, topic).inc(count)
+    if report.newest_event_ms:
+        metrics.LAST_EVENT_TIME.labels(consumer).set(report.newest_event_ms / 1000)
+        metrics.LAST_WRITE_TIME.labels(consumer).set(report.finished)
+    if report.records:
+        # one observation per batch, of its oldest event: the batch's worst freshness, at a
+        # fraction of the cost of observing every event
+        metrics.PRODUCE_TO_WRITE.labels(consumer).observe(
+            max(0.0, report.finished - report.oldest_produced_ms / 1000))
 
 
 class OnlineTableSink:
@@ -35,6 +68,7 @@ class OnlineTableSink:
         self.cursor.execute("SET @@execute_mode='online'")
         columns = ", ".join(events.TABLE_COLUMNS)
         self.insert = f"INSERT INTO {table} ({columns}) VALUES ({', '.join('?' * 7)})"
+        self._invalid: Counter[str] = Counter()  # the batch's dead letters by reason
 
     def resume_positions(self, partitions: list[int]) -> Positions:
         if not self.exactly_once:
@@ -43,41 +77,41 @@ class OnlineTableSink:
         return {p: o for p, o in stored.items() if p in partitions}
 
     def process(self, records: list[ConsumerRecord]) -> Positions:
-        records = without_refetches(records)
-        rows: list[tuple[ConsumerRecord, events.Row]] = []
-        newest_ms = 0
-        for record in records:
-            decoded = events.decode(record.value)
+        report = self.write(PackedRecords.pack(records))
+        record_metrics(self.name, self.topic, report)
+        return report.positions
+
+    def write(self, batch: PackedRecords) -> BatchReport:
+        """Dead-letter the invalid events, write the rest durably; what happened, for metrics
+        (recorded by the caller: a writer process reports to the consumer's registry)."""
+        self._invalid = Counter()
+        kept, lowest, positions = batch.first_reads()
+        values = batch.value_list
+        indexes: list[int] = []  # of the valid events in the batch
+        rows: list[events.Row] = []
+        for index, decoded in zip(kept, events.decode_batch([values[i] for i in kept]),
+                                  strict=True):
             if isinstance(decoded, events.InvalidEvent):
-                self._dead_letter(record, decoded.reason, decoded.detail)
+                self._dead_letter(batch.record(index), decoded.reason, decoded.detail)
             else:
-                rows.append((record, decoded))
-                newest_ms = max(newest_ms, decoded[5])
-        positions = positions_after(records)
+                indexes.append(index)
+                rows.append(decoded)
         started = time.perf_counter()
         try:
             self.dead_letters.flush()  # dead letters are safe before their offsets commit
-            written = self._write(rows, positions)
+            written = self._write(batch, indexes, rows, lowest, positions)
         except Exception as exc:
             # Store or broker trouble (locked, unreachable, timed out): retried by the run loop,
             # with backoff and a metric, rather than crashing or skipping the batch.
             self.conn.rollback()
             raise TransientError(f"{type(exc).__name__}: {exc}") from exc
-        finished = time.time()
-        metrics.WRITE_DURATION.labels(self.name).observe(time.perf_counter() - started)
-        metrics.BATCH_SIZE.labels(self.name).observe(len(records))
-        metrics.ROWS_WRITTEN.labels(self.name, self.topic).inc(written)
-        if rows:
-            metrics.LAST_EVENT_TIME.labels(self.name).set(newest_ms / 1000)
-            metrics.LAST_WRITE_TIME.labels(self.name).set(finished)
-        # one observation per batch, of its oldest event: the batch's worst freshness, at a
-        # fraction of the cost of observing every event
-        oldest_ms = min(record.timestamp for record in records)
-        metrics.PRODUCE_TO_WRITE.labels(self.name).observe(max(0.0, finished - oldest_ms / 1000))
-        return positions
+        return BatchReport(positions, len(batch), written, dict(self._invalid),
+                           time.perf_counter() - started, time.time(),
+                           max((row[5] for row in rows), default=0),
+                           min(batch.timestamps, default=0))
 
-    def _write(self, rows: list[tuple[ConsumerRecord, events.Row]],
-               positions: Positions) -> int:
+    def _write(self, batch: PackedRecords, indexes: list[int], rows: list[events.Row],
+               lowest: Positions, positions: Positions) -> int:
         """Insert the rows (and, embedded, their offsets) in one transaction; the count written.
 
         Embedded store: rows at offsets the store already holds are skipped inside the
@@ -87,37 +121,40 @@ class OnlineTableSink:
             store = self.conn.store
             store.begin()
             stored = store.stored_offsets(self.group_id, self.topic)
-            rows = [(r, row) for r, row in rows if r.offset >= stored.get(r.partition, 0)]
+            if any(offset < stored.get(p, 0) for p, offset in lowest.items()):
+                fresh = [n for n, i in enumerate(indexes)
+                         if batch.offsets[i] >= stored.get(batch.partitions[i], 0)]
+                indexes, rows = [indexes[n] for n in fresh], [rows[n] for n in fresh]
             positions = {p: max(o, stored.get(p, 0)) for p, o in positions.items()}
         try:
-            self.cursor.executemany(self.insert, [row for _, row in rows])
+            self.cursor.executemany(self.insert, rows)
         except DataError:
             # The store refused the batch: find the rows it refuses and dead-letter just those.
             self.conn.rollback()
-            rows = self._dead_letter_refused(rows)
-            return self._write(rows, positions)
+            indexes, rows = self._dead_letter_refused(batch, indexes, rows)
+            return self._write(batch, indexes, rows, lowest, positions)
         if self.exactly_once:
             self.conn.store.store_offsets(self.group_id, self.topic, positions)
         self.conn.commit()
         return len(rows)
 
-    def _dead_letter_refused(self, rows: list[tuple[ConsumerRecord, events.Row]]
-                             ) -> list[tuple[ConsumerRecord, events.Row]]:
-        accepted = []
-        for record, row in rows:
+    def _dead_letter_refused(self, batch: PackedRecords, indexes: list[int],
+                             rows: list[events.Row]) -> tuple[list[int], list[events.Row]]:
+        accepted: tuple[list[int], list[events.Row]] = ([], [])
+        for index, row in zip(indexes, rows, strict=True):
             try:
                 self.cursor.executemany(self.insert, [row])
-                accepted.append((record, row))
+                accepted[0].append(index)
+                accepted[1].append(row)
             except DataError as exc:
-                self._dead_letter(record, "store_rejected", str(exc))
+                self._dead_letter(batch.record(index), "store_rejected", str(exc))
         self.conn.rollback()
         self.dead_letters.flush()
         return accepted
 
     def _dead_letter(self, record: ConsumerRecord, reason: str, detail: str) -> None:
         self.dead_letters.send(record, reason, detail)
-        metrics.INVALID_EVENTS.labels(self.name, self.topic, reason).inc()
-        metrics.DEAD_LETTERS.labels(self.name, self.topic).inc()
+        self._invalid[reason] += 1
 
     def flush(self) -> Positions:
         return {}  # every batch is written before process() returns
