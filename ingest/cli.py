@@ -159,8 +159,10 @@ def produce(ctx: click.Context, input_path: Path | None, synthetic: int | None, 
 @click.command()
 @_topic_option
 @click.option("--group", default="online-ingest", show_default=True, help="Consumer group.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=5000, show_default=True)
-@click.option("--max-latency", type=click.FloatRange(min=0.001), default=0.05, show_default=True,
+@click.option("--batch-size", type=click.IntRange(min=1), default=BatchPolicy.max_records,
+              show_default=True)
+@click.option("--max-latency", type=click.FloatRange(min=0.001),
+              default=BatchPolicy.max_latency_s, show_default=True,
               help="Seconds a batch may wait to fill.")
 @_until_idle_option
 @_metrics_port_option

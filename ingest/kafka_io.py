@@ -28,7 +28,7 @@ Positions = dict[int, int]
 @dataclass(frozen=True)
 class BatchPolicy:
     max_records: int = 5000
-    max_latency_s: float = 0.05  # written at the latest this long after its first message
+    max_latency_s: float = 0.02  # written at the latest this long after its first message
 
 
 class _Listener(ConsumerRebalanceListener):
@@ -82,6 +82,10 @@ class BatchConsumer:
             max_partition_fetch_bytes=MESSAGE_MAX_BYTES,
             fetch_max_bytes=4 * MESSAGE_MAX_BYTES,
             receive_buffer_bytes=1 << 20,
+            # The broker parks a fetch up to this long when it has no new data. Measured here
+            # at 5k events/s, the default 500 ms puts p99 produce→receive near 200 ms, 10 ms
+            # near 80 ms; the batch latency budget bounds it (and idle fetches to 1/budget).
+            fetch_max_wait_ms=max(1, int(policy.max_latency_s * 1000)),
             # a slow store write must not get the member kicked out of the group
             max_poll_interval_ms=600_000,
             # a crashed member's partitions move to the others after 10 s, not 45 s
@@ -287,6 +291,8 @@ class DeadLetterProducer:
 
     def flush(self) -> None:
         """Block until every dead letter sent so far is acknowledged (acks=all), or raise."""
+        if not self._pending:
+            return  # most batches have none: no round trip to the producer's sender thread
         pending, self._pending = self._pending, []
         try:
             self.producer.flush(timeout=60)
