@@ -30,7 +30,7 @@ def _run_suite(name: str, quick: bool) -> dict[str, Any]:
         from ingest import bench as ingest_bench
 
         return ingest_bench.run_benchmarks(events=50_000 if quick else 300_000,
-                                           seconds=3 if quick else 10)
+                                           seconds=3 if quick else 20)
     from serving import bench as serving_bench
 
     result: dict[str, Any] = {}
