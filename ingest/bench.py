@@ -38,6 +38,7 @@ class _TimedSink(WriterProcessSink):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.first_write_started: float | None = None
+        self.first_write_done: float | None = None  # epoch seconds
         self.last_write_done = 0.0
         self.written = 0
         self.produced_ms: list[int] = []
@@ -48,6 +49,8 @@ class _TimedSink(WriterProcessSink):
             self.first_write_started = time.perf_counter()
         positions = super().process(records)
         done = time.time()
+        if self.first_write_done is None:
+            self.first_write_done = done
         self.last_write_done = time.perf_counter()
         self.written += len(records)
         self.produced_ms.extend(r.timestamp for r in records)
@@ -83,7 +86,6 @@ def _raw_consume(bootstrap: str, topic: str, count: int) -> float:
 @dataclass(frozen=True)
 class _IngestRun:
     sink: _TimedSink
-    consumer: BatchConsumer
     thread: threading.Thread
     stop: threading.Event
 
@@ -113,7 +115,7 @@ def _start_ingest(bootstrap: str, topic: str, store_url: str, count: int,
 
     thread = threading.Thread(target=run_until_written, name="bench-ingest")
     thread.start()
-    return _IngestRun(sink, consumer, thread, stop)
+    return _IngestRun(sink, thread, stop)
 
 
 def bench_throughput(bootstrap: str, work: Path, count: int,
@@ -136,43 +138,38 @@ def bench_throughput(bootstrap: str, work: Path, count: int,
 
 def bench_freshness(bootstrap: str, work: Path, rate: int, seconds: int,
                     warmup_s: float = 2.0) -> dict[str, Any]:
-    """Steady state: the consumer has joined its group before the producer starts, and events
-    produced in the first `warmup_s` are left out of the percentiles (connections, metadata
-    and the first fetches; reported apart)."""
+    """Steady state: the percentiles leave out events produced before the consumer's first
+    durable write plus `warmup_s` (start-up backlog, connections, metadata; reported apart).
+    The producer starts first: a consumer that joined the just-created, still empty topic
+    first sometimes never fetched (kafka-python 3.0.12, stuck validating offsets)."""
     topic = _topic(bootstrap)
     count = rate * seconds
-    ingest = _start_ingest(bootstrap, topic, f"embedded://{work / 'store-freshness'}", count,
-                           BatchPolicy())
-    deadline = time.monotonic() + 60
-    while not ingest.consumer.consumer.assignment() and ingest.thread.is_alive():
-        if time.monotonic() > deadline:
-            ingest.stop.set()
-            raise TimeoutError("the ingest consumer got no partitions within 60 s")
-        time.sleep(0.05)
-    feeder = subprocess.run(
+    feeder = subprocess.Popen(
         [sys.executable, "-m", "fraudflow", "--bootstrap-servers", bootstrap, "produce",
          "--synthetic", str(count), "--seed", "6", "--topic", topic, "--rate", str(rate),
-         "--no-progress"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        timeout=seconds * 3 + 60)
+         "--no-progress"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    ingest = _start_ingest(bootstrap, topic, f"embedded://{work / 'store-freshness'}", count,
+                           BatchPolicy())
+    _, stderr = feeder.communicate(timeout=seconds * 3 + 60)
     ingest.thread.join(timeout=60)
     if feeder.returncode or ingest.thread.is_alive():
         ingest.stop.set()
         ingest.thread.join()
         raise RuntimeError(f"freshness run incomplete: producer exit {feeder.returncode} "
-                           f"({feeder.stderr.strip()[-300:]}), "
-                           f"{ingest.sink.written}/{count} written")
+                           f"({stderr.strip()[-300:]}), {ingest.sink.written}/{count} written")
     sink = ingest.sink
-    start_ms = min(sink.produced_ms)
+    assert sink.first_write_done is not None
+    steady_from_ms = (sink.first_write_done + warmup_s) * 1000
     steady = [latency for produced, latency in zip(sink.produced_ms, sink.latencies,
-                                                   strict=True)
-              if produced >= start_ms + warmup_s * 1000]
-    warm = statistics.quantiles(sink.latencies, n=100)
+                                                   strict=True) if produced >= steady_from_ms]
+    overall = statistics.quantiles(sink.latencies, n=100)
     cuts = statistics.quantiles(steady, n=100)
-    return {"rate_events_per_second": rate, "events": count, "warmup_seconds": warmup_s,
+    return {"rate_events_per_second": rate, "events": count, "steady_events": len(steady),
+            "warmup_seconds": warmup_s,
             "produce_to_queryable_p50_ms": round(statistics.median(steady) * 1000, 1),
             "produce_to_queryable_p99_ms": round(cuts[98] * 1000, 1),
-            "including_warmup_p99_ms": round(warm[98] * 1000, 1),
-            "goal": "p99 <= 200 ms at 5000 events/s (after the warm-up)"}
+            "including_startup_p99_ms": round(overall[98] * 1000, 1),
+            "goal": "p99 <= 200 ms at 5000 events/s (steady state)"}
 
 
 def run_benchmarks(events: int = 300_000, rate: int = 5000, seconds: int = 20,

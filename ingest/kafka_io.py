@@ -23,12 +23,13 @@ log = logging.getLogger(__name__)
 
 # partition → the offset to resume from (the next offset to read)
 Positions = dict[int, int]
+JOIN_POLL_S = 1.0
 
 
 @dataclass(frozen=True)
 class BatchPolicy:
     max_records: int = 5000
-    max_latency_s: float = 0.02  # written at the latest this long after its first message
+    max_latency_s: float = 0.05  # written at the latest this long after its first message
 
 
 class _Listener(ConsumerRebalanceListener):
@@ -111,6 +112,11 @@ class BatchConsumer:
             wait = self.policy.max_latency_s if deadline is None else deadline - time.monotonic()
             if wait <= 0:
                 break
+            if not self.consumer.assignment():
+                # Joining the group takes several round trips inside poll(); polls as short
+                # as the batch budget kept abandoning them, and the member never got its
+                # partitions back after a rebalance.
+                wait = max(wait, JOIN_POLL_S)
             asked = time.monotonic()
             polled = self.consumer.poll(timeout_ms=int(wait * 1000),
                                         max_records=self.policy.max_records - len(batch))
@@ -131,7 +137,7 @@ class BatchConsumer:
 
         A failed commit (a rebalance in progress, the broker away) is logged, not raised:
         the sinks resume from positions they record themselves, and the group offsets are
-        committed again with the next batch."""
+        committed again with the next call."""
         positions = {**self.deferred, **positions}
         if not positions:
             return
