@@ -278,10 +278,10 @@ class EmbeddedStore:
 
     def _clustered_key(self, table: str) -> list[str]:
         """The primary key columns of a clustered table (empty for a rowid table)."""
-        info = self.db.execute(f"PRAGMA table_info({quote(table)})").fetchall()
         if not any(origin == "pk" for *_, origin, _partial in
                    self.db.execute(f"PRAGMA index_list({quote(table)})")):
             return []
+        info = self.db.execute(f"PRAGMA table_info({quote(table)})").fetchall()
         return [row[1] for row in sorted((r for r in info if r[5]), key=lambda r: r[5])]
 
     def _physical_indexes(self, table: str) -> dict[str, list[str]]:

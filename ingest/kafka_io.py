@@ -190,12 +190,21 @@ def without_refetches(records: Iterable[ConsumerRecord],
     """The records minus any whose partition offset was already passed: a rebalance inside
     one poll batch seeks back and fetches some records a second time. `next_offsets` (updated
     in place) carries what earlier batches passed."""
+    records = list(records)
     passed = {} if next_offsets is None else next_offsets
-    kept = []
-    for record in records:
-        if record.offset >= passed.get(record.partition, -1):
-            kept.append(record)
-            passed[record.partition] = record.offset + 1
+    return [records[i] for i in _first_reads([r.partition for r in records],
+                                             [r.offset for r in records], passed)]
+
+
+def _first_reads(partitions: Iterable[int], offsets: Iterable[int],
+                 passed: Positions) -> list[int]:
+    """The indexes of the offsets not passed yet, per partition; `passed` (the next offset to
+    read per partition) is updated in place."""
+    kept: list[int] = []
+    for index, (partition, offset) in enumerate(zip(partitions, offsets, strict=True)):
+        if offset >= passed.get(partition, -1):
+            kept.append(index)
+            passed[partition] = offset + 1
     return kept
 
 
@@ -248,15 +257,11 @@ class PackedRecords:
         """The indexes of the records read for the first time in this batch (a rebalance
         inside one poll seeks back and fetches some twice), the lowest offset read and the
         next offset to read per partition."""
-        kept: list[int] = []
-        lowest: Positions = {}
         after: Positions = {}
-        for index, (partition, offset) in enumerate(zip(self.partitions, self.offsets,
-                                                         strict=True)):
-            if offset >= after.get(partition, -1):
-                kept.append(index)
-                after[partition] = offset + 1
-                lowest.setdefault(partition, offset)
+        kept = _first_reads(self.partitions, self.offsets, after)
+        lowest: Positions = {}
+        for index in kept:
+            lowest.setdefault(self.partitions[index], self.offsets[index])
         return kept, lowest, after
 
 

@@ -54,9 +54,10 @@ class RunStats:
 
 
 class _Writes:
-    """Writes batch N on a worker thread while batch N+1 is polled: SQLite and file writes
-    release the GIL, so fetching and writing overlap on two cores. One batch at most is in
-    flight, and its offsets are committed only once the caller has seen it durable."""
+    """Writes batch N on a worker thread while batch N+1 is polled: the archive's file writes
+    release the GIL, and the ingest sink hands the batch to its writer process, so fetching
+    and writing overlap on two cores. One batch at most is in flight, and its offsets are
+    committed only once the caller has seen it durable."""
 
     def __init__(self, sink: Sink, stop: threading.Event) -> None:
         self.sink = sink
