@@ -140,8 +140,8 @@ def bench_freshness(bootstrap: str, work: Path, rate: int, seconds: int,
                     warmup_s: float = 2.0) -> dict[str, Any]:
     """Steady state: the percentiles leave out events produced before the consumer's first
     durable write plus `warmup_s` (start-up backlog, connections, metadata; reported apart).
-    The producer starts first: a consumer that joined the just-created, still empty topic
-    first sometimes never fetched (kafka-python 3.0.12, stuck validating offsets)."""
+    The producer starts first, as clicks arrive before an ingest process restarts in
+    production."""
     topic = _topic(bootstrap)
     count = rate * seconds
     feeder = subprocess.Popen(

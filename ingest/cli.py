@@ -163,7 +163,7 @@ def produce(ctx: click.Context, input_path: Path | None, synthetic: int | None, 
               show_default=True)
 @click.option("--max-latency", type=click.FloatRange(min=0.001),
               default=BatchPolicy.max_latency_s, show_default=True,
-              help="Seconds a batch may wait to fill.")
+              help="Seconds a batch may wait for the writer to be free.")
 @_until_idle_option
 @_metrics_port_option
 @click.pass_context

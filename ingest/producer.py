@@ -25,6 +25,9 @@ from ingest.broker import MESSAGE_MAX_BYTES
 from ingest.exceptions import IngestError
 
 log = logging.getLogger(__name__)
+# Sends run up to this far ahead of schedule before sleeping: a sleep per event (5000
+# wake-ups a second at --rate 5000) cost the producer more CPU than sending.
+PACE_STEP_S = 0.002
 _UTC8_MS = 8 * 3_600_000
 
 
@@ -73,7 +76,7 @@ class _Pacer:
         else:
             return
         delay = due - time.monotonic()
-        if delay > 0:
+        if delay > PACE_STEP_S:
             time.sleep(delay)
 
 

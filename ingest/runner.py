@@ -70,6 +70,10 @@ class _Writes:
         self.pending = self.executor.submit(_retry, functools.partial(self.sink.process, batch),
                                             self.sink.name, self.stop)
 
+    def idle(self) -> bool:
+        """No batch in flight, or the one in flight is done: the sink can take the next."""
+        return self.pending is None or self.pending.done()
+
     def wait(self) -> Positions | None:
         """The positions the in-flight batch made durable ({} if none was in flight); None if
         the process was stopped while that batch was still failing to write."""
@@ -104,17 +108,18 @@ def run(consumer: BatchConsumer, sink: Sink, stop: threading.Event,
         consumer.before_revoke = writes.draining(consumer.before_revoke)
     try:
         while not stop.is_set():
-            batch = consumer.poll_batch()
+            batch = consumer.poll_batch(writes.idle)
             positions = writes.wait()  # the previous batch, written while this one was polled
             if positions is None:  # stopped while retrying: nothing more is durable
                 break
-            consumer.commit(positions)
             if batch:
                 idle_since = None
                 consumed += len(batch)
                 metrics.MESSAGES_CONSUMED.labels(sink.name, consumer.topic).inc(len(batch))
                 writes.submit(batch)
-            else:
+            # the previous batch's offsets, committed while this one is written
+            consumer.commit(positions)
+            if not batch:
                 flushed = _retry(sink.flush, sink.name, stop)
                 if flushed is None:
                     break
@@ -135,11 +140,8 @@ def run(consumer: BatchConsumer, sink: Sink, stop: threading.Event,
         else:
             log.info("%s: stopping", sink.name)
         last = writes.wait()
-        if last:
-            consumer.commit(last)
         final = _retry(sink.flush, sink.name, threading.Event())
-        if final:
-            consumer.commit(final)
+        consumer.commit({**(last or {}), **(final or {})}, wait=True)
     finally:
         writes.close()
         sink.close()

@@ -155,9 +155,9 @@ def test_broker_restart_mid_stream_loses_nothing(pipeline: Pipeline) -> None:
     time.sleep(3)
     pipeline.broker.restart()
     _produce(pipeline, 5_000, seed=12)
-    for proc in (ingest, archive):
+    for name, proc in (("ingest", ingest), ("archive", archive)):
         proc.send_signal(signal.SIGTERM)  # graceful: finish the batch, commit, leave
-        assert proc.wait(timeout=60) == 0, (pipeline.root / "ingest.log").read_text()
+        assert proc.wait(timeout=60) == 0, (pipeline.root / f"{name}.log").read_text()
     pipeline.run("ingest")
     pipeline.run("archive", "--flush-seconds", "1")
     expected = Counter(_synthetic(5_000, 11) + _synthetic(5_000, 12))
