@@ -9,6 +9,7 @@ skipped, and its offsets are never committed before it is durable.
 from __future__ import annotations
 
 import functools
+import gc
 import logging
 import threading
 import time
@@ -101,6 +102,9 @@ def run(consumer: BatchConsumer, sink: Sink, stop: threading.Event,
     idle_since: float | None = None
     next_lag_check = 0.0
     reported: set[int] = set()  # partitions whose lag this process exports
+    # Everything built so far (imports, clients) lives as long as the process: frozen, a full
+    # garbage collection no longer walks it (one paused the loop for ~70 ms at 5k events/s).
+    gc.freeze()
     writes = _Writes(sink, stop)
     if consumer.resume_positions is not None:
         consumer.resume_positions = writes.draining(consumer.resume_positions)

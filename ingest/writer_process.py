@@ -13,6 +13,7 @@ and a batch counts as durable only when the child says so. The child ignores SIG
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import signal
@@ -36,6 +37,7 @@ def _start(make_sink: Callable[[], OnlineTableSink], parent_pid: int) -> None:
         signal.signal(sig, signal.SIG_IGN)
     threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True).start()
     _sink = make_sink()
+    gc.freeze()  # as the run loop does: full collections skip the long-lived objects
 
 
 def _exit_with_parent(parent_pid: int) -> None:
