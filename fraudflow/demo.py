@@ -133,6 +133,7 @@ class Demo:
             after, ingest, "fraudflow_consumer_produce_to_write_seconds", 0.99)
         self.report["events_ingested"] += FRESHNESS_CLICKS
         self.report["events_produced"] += FRESHNESS_CLICKS
+        self._wait_caught_up("archive")  # it flushes every 2 s: count once all is in the lake
         archive = _scrape(ARCHIVE_METRICS_PORT)
         self.report["events_archived"] = int(
             _sample(archive, "fraudflow_consumer_rows_written_total"))

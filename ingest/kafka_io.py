@@ -25,11 +25,9 @@ log = logging.getLogger(__name__)
 
 # partition → the offset to resume from (the next offset to read)
 Positions = dict[int, int]
-JOIN_POLL_S = 1.0
-BROKER_RETRY_S = 0.5
-
-
+JOIN_POLL_S = 1.0  # the shortest poll while the member has no partitions
 READY_CHECK_S = 0.005  # how often a held batch checks whether the sink has become free
+BROKER_RETRY_S = 0.5  # the pause after poll() failed to reach the broker
 
 
 @dataclass(frozen=True)
@@ -173,12 +171,12 @@ class BatchConsumer:
         with self._commit_lock:
             positions = {**self._deferred, **positions}
             self._deferred = {}
-        if wait:
-            held = {tp.partition for tp in self.consumer.assignment()}
-            positions = {**{p: o for p, o in self._sent.items() if p in held}, **positions}
+            if wait:
+                held = {tp.partition for tp in self.consumer.assignment()}
+                positions = {**{p: o for p, o in self._sent.items() if p in held}, **positions}
+            self._sent.update(positions)
         if not positions:
             return
-        self._sent.update(positions)
         offsets = {TopicPartition(self.topic, p): OffsetAndMetadata(o, "", -1)
                    for p, o in positions.items()}
         try:
@@ -286,7 +284,7 @@ class PackedRecords:
 
     @classmethod
     def pack(cls, records: Sequence[ConsumerRecord]) -> PackedRecords:
-        # one pass per field read: transposing all 13 fields (zip(*records)) cost 3x as much
+        # one pass per field read: transposing all 13 fields (zip(*records)) cost twice as much
         topics = {r.topic for r in records}
         if len(topics) > 1:
             raise ValueError(f"records of several topics: {sorted(topics)}")

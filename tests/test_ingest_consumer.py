@@ -1,5 +1,5 @@
-"""BatchConsumer against the real broker: batching by sink readiness, offset commits, and a
-broker that goes away while the consumer polls."""
+"""BatchConsumer against the real broker: batching by sink readiness, a rebalance during short
+polls, offset commits, and a broker that goes away while the consumer polls."""
 
 from __future__ import annotations
 
