@@ -82,7 +82,7 @@ class BatchConsumer:
         self.before_revoke = before_revoke
         self._deferred: Positions = {}  # to commit with the next commit() call
         self._sent: Positions = {}  # the newest offsets sent for commit, per partition
-        # async commit callbacks may run on kafka-python's heartbeat thread
+        # the rebalance listener (defer_commit) runs on kafka-python's IO thread
         self._commit_lock = threading.Lock()
         finish_interrupted_joins()  # our short polls during a rebalance hit that bug
         self.consumer = KafkaConsumer(
@@ -132,9 +132,9 @@ class BatchConsumer:
                 if wait <= 0:
                     break
             if not self.consumer.assignment():
-                # Joining the group takes several round trips inside poll(); polls as short
-                # as the batch budget kept abandoning them, and the member never got its
-                # partitions back after a rebalance.
+                # Joining the group takes several round trips inside poll(): give it the
+                # time for them rather than resuming it poll after poll (a join interrupted
+                # at the wrong moment was never resumed: see kafka_compat.py).
                 wait = max(wait, JOIN_POLL_S)
             asked = time.monotonic()
             try:
