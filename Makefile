@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 
 lint: setup
 	$(BIN)/ruff check .
-	$(BIN)/mypy fraudflow features ingest serving workflows monitoring tests
+	$(BIN)/mypy core components features ingest serving workflows monitoring benchmarks fraudflow tests
 
 test: setup lint
 	$(BIN)/pytest -q

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import click
 
+from core.config import Settings
 from features.connection import connect
 from features.datagen import generate_to_file
 from features.dialect import split_statements
 from features.store import init_store
-from fraudflow.config import Settings
 
 
 @click.command("init")

@@ -37,7 +37,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from fraudflow.exceptions import FraudFlowError
+from core.exceptions import FraudFlowError
 
 __all__ = [
     "CLICK_COLUMNS",

@@ -33,6 +33,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from core.clock import UTC8_OFFSET_MS
 from features import compiler
 from features import dialect as d
 from features.exceptions import (
@@ -42,7 +43,6 @@ from features.exceptions import (
     SQLValidationError,
     UnsupportedStatementError,
 )
-from features.functions import UTC8_OFFSET_MS
 from features.offline import DUCKDB_TYPES, SEQ, OrderKey, build_query, quote
 from features.online import CLUSTERED_KEY, RequestPlan
 from features.schema import INTEGER_RANGES, Column, Index, TableSchema

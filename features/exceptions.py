@@ -1,6 +1,6 @@
 """Errors of the feature store seam."""
 
-from fraudflow.exceptions import FraudFlowError
+from core.exceptions import FraudFlowError
 
 
 class FeatureStoreError(FraudFlowError):

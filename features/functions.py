@@ -5,32 +5,26 @@ calendar functions read them in UTC+8, as OpenMLDB does."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timedelta
 
-UTC8_OFFSET_MS = 8 * 3_600_000
-_EPOCH = datetime(1970, 1, 1)
-
-
-def _wall_clock(ms: int) -> datetime:
-    return _EPOCH + timedelta(milliseconds=ms + UTC8_OFFSET_MS)
+from core.clock import UTC8_OFFSET_MS, wall_clock
 
 
 def _dayofweek(ms: int) -> int:
-    return _wall_clock(ms).isoweekday() % 7 + 1  # OpenMLDB: 1 = Sunday … 7 = Saturday
+    return wall_clock(ms).isoweekday() % 7 + 1  # OpenMLDB: 1 = Sunday … 7 = Saturday
 
 
 # name → (DuckDB template over the wall-clock timestamp `{lt}`, Python implementation)
 _CALENDAR: dict[str, tuple[str, Callable[[int], int]]] = {
-    "year": ("year({lt})", lambda ms: _wall_clock(ms).year),
-    "month": ("month({lt})", lambda ms: _wall_clock(ms).month),
-    "day": ("day({lt})", lambda ms: _wall_clock(ms).day),
-    "dayofmonth": ("day({lt})", lambda ms: _wall_clock(ms).day),
-    "hour": ("hour({lt})", lambda ms: _wall_clock(ms).hour),
-    "minute": ("minute({lt})", lambda ms: _wall_clock(ms).minute),
-    "second": ("second({lt})", lambda ms: _wall_clock(ms).second),
+    "year": ("year({lt})", lambda ms: wall_clock(ms).year),
+    "month": ("month({lt})", lambda ms: wall_clock(ms).month),
+    "day": ("day({lt})", lambda ms: wall_clock(ms).day),
+    "dayofmonth": ("day({lt})", lambda ms: wall_clock(ms).day),
+    "hour": ("hour({lt})", lambda ms: wall_clock(ms).hour),
+    "minute": ("minute({lt})", lambda ms: wall_clock(ms).minute),
+    "second": ("second({lt})", lambda ms: wall_clock(ms).second),
     "dayofweek": ("(dayofweek({lt}) + 1)", _dayofweek),
-    "weekofyear": ("weekofyear({lt})", lambda ms: _wall_clock(ms).isocalendar().week),
-    "dayofyear": ("dayofyear({lt})", lambda ms: _wall_clock(ms).timetuple().tm_yday),
+    "weekofyear": ("weekofyear({lt})", lambda ms: wall_clock(ms).isocalendar().week),
+    "dayofyear": ("dayofyear({lt})", lambda ms: wall_clock(ms).timetuple().tm_yday),
 }
 
 SCALAR_FUNCTIONS = frozenset(_CALENDAR) | {"abs"}

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import logging
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from core.events import TABLE_COLUMNS, rows_from_frame
 from features.connection import connect
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +49,22 @@ def init_store(store_url: str, database: str, table: str, deployment: str) -> li
     for item in created:
         log.info("created %s", item)
     return created
+
+
+def insert_clicks(store_url: str, database: str, table: str, clicks: pd.DataFrame,
+                  batch_rows: int = 100_000) -> None:
+    """Insert Kaggle-format clicks into the online table, committing every `batch_rows`."""
+    rows = rows_from_frame(clicks).tolist()
+    conn = connect(store_url, database)
+    try:
+        cursor = conn.cursor()
+        cursor.execute("SET @@execute_mode='online'")
+        insert = f"INSERT INTO {table} VALUES ({', '.join('?' for _ in TABLE_COLUMNS)})"
+        for start in range(0, len(rows), batch_rows):
+            cursor.executemany(insert, rows[start:start + batch_rows])
+            conn.commit()
+    finally:
+        conn.close()
 
 
 def _names(cursor: Any, sql: str, column: int = 0) -> set[str]:

@@ -29,10 +29,12 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 
 import features
+from components.kafka import broker
+from core import events
+from core.registry import Registry
 from fraudflow.demo import wait_ready
-from ingest import broker, events, producer
+from ingest import producer
 from ingest.archive import archived_files
-from serving.registry import Registry
 
 CLICKS = 60_000
 MALFORMED = 10_000

@@ -7,8 +7,8 @@ import sys
 
 import click
 
-from fraudflow.config import Settings, get_settings
-from fraudflow.exceptions import FraudFlowError
+from core.config import get_settings
+from core.exceptions import FraudFlowError
 
 
 class _Group(click.Group):
@@ -36,18 +36,18 @@ def main(ctx: click.Context, store_url: str | None, bootstrap_servers: str | Non
                                             kafka_bootstrap_servers=bootstrap_servers)
 
 
-pass_settings = click.make_pass_decorator(Settings)
 
 
 def _register() -> None:
+    from benchmarks.cli import bench
+    from components.cli import commands as component_commands
     from features.cli import commands as feature_commands
-    from fraudflow.bench import bench
     from ingest.cli import commands as ingest_commands
     from monitoring.cli import commands as monitoring_commands
     from serving.cli import commands as serving_commands
     from workflows.cli import commands as workflow_commands
 
-    for command in (*feature_commands, *ingest_commands, *serving_commands,
+    for command in (*component_commands, *feature_commands, *ingest_commands, *serving_commands,
                     *workflow_commands, *monitoring_commands, bench):
         main.add_command(command)
 

@@ -25,8 +25,8 @@ import requests
 from kafka import KafkaAdminClient, KafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
-from fraudflow.config import Settings, get_settings
-from fraudflow.exceptions import FraudFlowError
+from core.config import Settings, get_settings
+from core.exceptions import FraudFlowError
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "talkingdata" / \
     "train_sample_days.csv"

@@ -29,7 +29,8 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 from kafka.consumer.fetcher import ConsumerRecord
 
-from ingest import events, metrics
+from core import events
+from ingest import metrics
 from ingest.kafka_io import Positions, without_refetches
 from ingest.runner import TransientError
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from prometheus_client import start_http_server
 
+from core.config import Settings
 from features.store import init_store
-from fraudflow.config import Settings
 from ingest.archive import LakeSink
 from ingest.kafka_io import BatchConsumer, BatchPolicy, DeadLetterProducer
 from ingest.online import OnlineTableSink

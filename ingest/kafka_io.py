@@ -17,7 +17,7 @@ from kafka.errors import KafkaError
 from kafka.producer.future import FutureRecordMetadata
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from ingest.broker import MESSAGE_MAX_BYTES
+from core.config import KAFKA_MESSAGE_MAX_BYTES
 from ingest.exceptions import IngestError
 from ingest.kafka_compat import finish_interrupted_joins
 
@@ -92,8 +92,8 @@ class BatchConsumer:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=policy.max_records,
-            max_partition_fetch_bytes=MESSAGE_MAX_BYTES,
-            fetch_max_bytes=4 * MESSAGE_MAX_BYTES,
+            max_partition_fetch_bytes=KAFKA_MESSAGE_MAX_BYTES,
+            fetch_max_bytes=4 * KAFKA_MESSAGE_MAX_BYTES,
             receive_buffer_bytes=1 << 20,
             # a slow store write must not get the member kicked out of the group
             max_poll_interval_ms=600_000,
@@ -350,7 +350,7 @@ class DeadLetterProducer:
     def __init__(self, bootstrap_servers: str, topic: str) -> None:
         self.topic = f"{topic}.dlq"
         self.producer = KafkaProducer(bootstrap_servers=bootstrap_servers.split(","), acks="all",
-                                      retries=2**31 - 1, max_request_size=MESSAGE_MAX_BYTES,
+                                      retries=2**31 - 1, max_request_size=KAFKA_MESSAGE_MAX_BYTES,
                                       linger_ms=5)
         self._pending: list[FutureRecordMetadata] = []
 

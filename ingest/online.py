@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from kafka.consumer.fetcher import ConsumerRecord
 
 import features
+from core import events
 from features.exceptions import DataError
-from ingest import events, metrics
+from ingest import metrics
 from ingest.kafka_io import DeadLetterProducer, PackedRecords, Positions
 from ingest.runner import TransientError
 

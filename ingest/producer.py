@@ -14,21 +14,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 from tqdm import tqdm
 
+from core import events
+from core.config import KAFKA_MESSAGE_MAX_BYTES
 from features.datagen import iter_click_chunks, read_clicks
-from ingest import events
-from ingest.broker import MESSAGE_MAX_BYTES
 from ingest.exceptions import IngestError
 
 log = logging.getLogger(__name__)
 # Sends run up to this far ahead of schedule before sleeping: a sleep per event (5000
 # wake-ups a second at --rate 5000) cost the producer more CPU than sending.
 PACE_STEP_S = 0.002
-_UTC8_MS = 8 * 3_600_000
 
 
 @dataclass(frozen=True)
@@ -39,22 +37,13 @@ class ProduceStats:
     seconds: float
 
 
-def rows_from_frame(frame: pd.DataFrame) -> np.ndarray:
-    """Kaggle-format clicks as an int64 matrix in events.TABLE_COLUMNS order; click_time
-    becomes epoch ms, reading the file's wall clock as UTC+8 (as OpenMLDB reads it)."""
-    wall_ms = frame["click_time"].to_numpy().astype("datetime64[ms]").astype(np.int64)
-    columns = [frame[name].to_numpy(np.int64) for name in events.ID_FIELDS]
-    columns += [wall_ms - _UTC8_MS, frame["is_attributed"].to_numpy(np.int64)]
-    return np.column_stack(columns)
-
-
 def file_rows(path: Path) -> Iterator[np.ndarray]:
-    yield rows_from_frame(read_clicks(path))
+    yield events.rows_from_frame(read_clicks(path))
 
 
 def synthetic_rows(count: int, seed: int) -> Iterator[np.ndarray]:
     for chunk in iter_click_chunks(count, seed=seed, chunk_rows=200_000):
-        yield rows_from_frame(chunk)
+        yield events.rows_from_frame(chunk)
 
 
 class _Pacer:
@@ -86,7 +75,7 @@ def produce(chunks: Iterable[np.ndarray], bootstrap_servers: str, topic: str,
     """Send every row of `chunks` (int matrices, TABLE_COLUMNS order) to `topic`."""
     producer = KafkaProducer(bootstrap_servers=bootstrap_servers.split(","), acks="all",
                              linger_ms=5, batch_size=512 * 1024,
-                             max_request_size=MESSAGE_MAX_BYTES, retries=2**31 - 1,
+                             max_request_size=KAFKA_MESSAGE_MAX_BYTES, retries=2**31 - 1,
                              max_in_flight_requests_per_connection=1)  # keep per-key order
     counts = {"ok": 0, "failed": 0}
 

@@ -13,7 +13,7 @@ __all__ = ["create_app"]
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """The predict server's Flask app (see serving.app). Imported on call, so that importing
-    `serving.registry` or `serving.cli` does not load Flask, LightGBM and the server's
+    `core.registry` or `serving.cli` does not load Flask, LightGBM and the server's
     Prometheus metrics into processes that do not serve (the CLI, the ingest consumers)."""
     from serving.app import create_app as create
 

@@ -17,8 +17,8 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
+from core.exceptions import RegistryError
 from serving.errors import APIError, error_response
-from serving.exceptions import RegistryError
 from serving.features import FeatureStoreUnavailable
 from serving.model import ModelRejected, NoModelToServe, model_holder
 

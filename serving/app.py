@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import Flask, Request
 
-from fraudflow.config import ConfigError, get_settings
+from core.config import ConfigError, get_settings
 from serving import admin, errors, features, health, metrics, model, predict
 from serving.errors import APIError
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from fraudflow.config import ENV_VARS, Settings, get_settings
+from core.config import ENV_VARS, Settings, get_settings
 
 GUNICORN_CONFIG = Path(__file__).with_name("gunicorn_conf.py")
 APP_TARGET = "serving:create_app()"

@@ -1,11 +1,7 @@
-"""Errors of the predict server and the model registry."""
+"""Errors of the predict server."""
 
-from fraudflow.exceptions import FraudFlowError
+from core.exceptions import FraudFlowError
 
 
 class ServingError(FraudFlowError):
     """Base class for serving errors."""
-
-
-class RegistryError(ServingError):
-    """A model version or the production pointer is missing or unreadable."""

@@ -27,12 +27,13 @@ from prometheus_client import (
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+from core.registry import SCORE_BUCKETS
+
 NAMESPACE = "fraudflow"
 # Sub-millisecond resolution: a prediction takes about a millisecond on the embedded store.
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                    0.25, 0.5, 1.0, 2.5)
 # Attribution is rare (~0.25 % of clicks), so most scores sit near 0: resolve that end finely.
-SCORE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99, 1.0)
 
 REQUESTS = Counter(
     "requests_total", "HTTP requests answered, by route and status code.",

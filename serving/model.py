@@ -32,7 +32,9 @@ import numpy.typing as npt
 from flask import Flask, current_app
 from lightgbm.basic import _LIB, _safe_call
 
-from serving.exceptions import RegistryError, ServingError
+from core.exceptions import RegistryError
+from core.registry import LABEL, ModelVersion, Registry
+from serving.exceptions import ServingError
 from serving.features import FeatureRows, FeatureStore, FeatureStoreUnavailable, probe_event
 from serving.metrics import (
     MODEL_INFO,
@@ -40,7 +42,6 @@ from serving.metrics import (
     MODEL_TRAINED_TIMESTAMP,
     export_baseline_score_cdf,
 )
-from serving.registry import LABEL, ModelVersion, Registry
 
 log = logging.getLogger(__name__)
 

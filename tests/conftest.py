@@ -6,8 +6,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from core.registry import Registry
 from serving import create_app
-from serving.registry import Registry
 from tests.serving_helpers import ADMIN_TOKEN, ServingData, build_serving_data, registry_serving
 
 pytest_plugins = ["tests.fixtures_kafka"]

@@ -20,7 +20,8 @@ import pytest
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 
-from ingest import broker
+from components.kafka import broker
+from core.ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 TOPIC_PARTITIONS = 4
@@ -80,10 +81,10 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBrok
 
     libs = Path(os.environ.get(broker.LIBS_ENV) or REPO / "var" / "kafka" / "libs")
     var_dir = tmp_path_factory.mktemp("kafka")
-    port = broker.free_port()
-    controller_port = broker.free_port()
+    port = free_port()
+    controller_port = free_port()
     while controller_port == port:  # two binds to port 0 may, rarely, get the same answer
-        controller_port = broker.free_port()
+        controller_port = free_port()
     kafka = KafkaBroker(bootstrap_servers=f"{broker.HOST}:{port}", var_dir=var_dir, port=port,
                         controller_port=controller_port, libs=libs)
     watchdog = _stop_when_gone(os.getpid(), var_dir)
@@ -102,7 +103,7 @@ def _stop_when_gone(pid: int, var_dir: Path) -> subprocess.Popen[bytes]:
 
     Otherwise the detached JVM would outlive the session, holding 0.5 GB and its tmp data dir.
     """
-    stop = "import sys; from ingest.broker import stop; stop(sys.argv[1])"
+    stop = "import sys; from components.kafka.broker import stop; stop(sys.argv[1])"
     script = 'while kill -0 "$1" 2>/dev/null; do sleep 2; done; shift; exec "$@"'
     return subprocess.Popen(["sh", "-c", script, "sh", str(pid), sys.executable, "-c", stop,
                              str(var_dir)],

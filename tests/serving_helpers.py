@@ -7,19 +7,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import lightgbm as lgb
 import requests
 
+from core.registry import ModelVersion, Registry, model_metadata
 from features.datagen import read_clicks
-from features.store import init_store
-from serving.bench import (
-    DATABASE,
-    DEPLOYMENT,
-    TABLE,
-    save_model,
-    store_clicks_online,
-    train_small_model,
-)
-from serving.registry import ModelVersion, Registry
+from features.store import feature_sql, init_store, insert_clicks
+from workflows.training import train_on_click_file
+
+DATABASE, TABLE, DEPLOYMENT = "demo_db", "talkingdata", "demo"
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "talkingdata" / \
     "train_sample.csv"
@@ -40,9 +36,20 @@ class ServingData:
 def build_serving_data(root: Path) -> ServingData:
     store_url = f"embedded://{root / 'store'}"
     init_store(store_url, DATABASE, TABLE, DEPLOYMENT)
-    store_clicks_online(store_url, read_clicks(SAMPLE))
-    return ServingData(store_url, train_small_model(store_url, SAMPLE, rounds=5),
-                       train_small_model(store_url, SAMPLE, rounds=20))
+    insert_clicks(store_url, DATABASE, TABLE, read_clicks(SAMPLE))
+    model_a, _ = train_on_click_file(store_url, SAMPLE, DATABASE, TABLE, DEPLOYMENT, rounds=5)
+    model_b, _ = train_on_click_file(store_url, SAMPLE, DATABASE, TABLE, DEPLOYMENT, rounds=20)
+    return ServingData(store_url, model_a, model_b)
+
+
+def save_model(registry: Registry, model_text: str,
+               score_cdf: dict[str, float] | None = None) -> ModelVersion:
+    """Store a model with the metadata training writes (not promoted); without `score_cdf`
+    (the holdout's scores), as a model trained before training stored one."""
+    metadata = model_metadata(lgb.Booster(model_str=model_text).feature_name(),
+                              feature_sql(TABLE), database=DATABASE, deployment=DEPLOYMENT,
+                              table=TABLE, score_cdf=score_cdf)
+    return registry.save(model_text, metadata)
 
 
 def registry_serving(root: Path, model_text: str) -> tuple[Registry, ModelVersion]:

@@ -13,9 +13,10 @@ from click.testing import CliRunner
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.consumer.fetcher import ConsumerRecord
 
-from ingest import broker
-from ingest.cli import default_port, kafka
-from ingest.exceptions import BrokerError
+from components.cli import default_port, kafka
+from components.exceptions import BrokerError
+from components.kafka import broker
+from core.ports import free_port
 from tests.fixtures_kafka import KafkaBroker
 
 MB = 1024 * 1024
@@ -112,7 +113,7 @@ def test_failed_start_raises_with_the_broker_output(kafka_broker: KafkaBroker,
                                                     tmp_path: Path) -> None:
     kafka_broker.local_var_dir()  # jars come from the session's cache
     with pytest.raises(BrokerError, match="exited while starting") as caught:
-        broker.start(tmp_path, port=broker.free_port(), heap_mb=1, libs=kafka_broker.libs)
+        broker.start(tmp_path, port=free_port(), heap_mb=1, libs=kafka_broker.libs)
 
     assert "Too small maximum heap" in str(caught.value)
     assert broker.status(tmp_path) is None

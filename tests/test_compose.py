@@ -14,7 +14,8 @@ import yaml
 from monitoring.config import COMPOSE_RULE_FILES, COMPOSE_TARGETS, PROMETHEUS_CONFIG
 
 REPO = Path(__file__).resolve().parent.parent
-PACKAGES = ["fraudflow", "features", "ingest", "serving", "workflows"]
+PACKAGES = ("core", "components", "features", "ingest", "serving", "workflows", "monitoring",
+            "benchmarks", "fraudflow")
 SERVICES = {
     "kafka", "zookeeper", "openmldb-nameserver", "openmldb-tablet-1", "openmldb-tablet-2",
     "openmldb-taskmanager", "dolphinscheduler", "init", "predict", "ingest", "archive",

@@ -20,7 +20,8 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
 import features
-from ingest import events, producer
+from core import events
+from ingest import producer
 from ingest.archive import archived_files
 from tests.fixtures_kafka import KafkaBroker
 

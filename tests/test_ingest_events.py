@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from kafka.consumer.fetcher import ConsumerRecord
 
-from ingest import events
+from core import events
 from ingest.kafka_io import PackedRecords
 
 _GOOD = (114904, 11, 1, 15, 319, 1_509_960_088_000, 0)

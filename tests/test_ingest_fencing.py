@@ -12,8 +12,8 @@ import pytest
 from kafka.consumer.fetcher import ConsumerRecord
 
 import features
+from core import events
 from features.store import init_store
-from ingest import events
 from ingest.archive import LakeSink, archived_files
 from ingest.kafka_io import DeadLetterProducer
 from ingest.online import OnlineTableSink

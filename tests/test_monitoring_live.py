@@ -27,9 +27,11 @@ import yaml
 from kafka import KafkaProducer
 from kafka.admin import NewTopic
 
+from core.events import click_events
+from core.ports import free_port
+from core.registry import Registry
 from features.datagen import read_clicks
 from ingest import producer
-from ingest.broker import free_port
 from monitoring.config import (
     ARCHIVE_JOB,
     INGEST_JOB,
@@ -39,10 +41,8 @@ from monitoring.config import (
     render_prometheus_config,
 )
 from monitoring.dashboards import DASHBOARDS, RATE_INTERVAL, dashboard_json, panel_queries
-from serving.bench import click_events, save_model
-from serving.registry import Registry
 from tests.fixtures_kafka import KafkaBroker
-from tests.serving_helpers import SAMPLE, ServingData, wait_until
+from tests.serving_helpers import SAMPLE, ServingData, save_model, wait_until
 from workflows import alerting
 from workflows.layout import Layout
 

@@ -13,13 +13,12 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
+from core.config import ConfigError
+from core.registry import Registry
 from features.connection import EmbeddedCursor
-from fraudflow.config import ConfigError
 from serving import create_app
-from serving.bench import save_model
 from serving.model import LoadedModel, ModelHolder
-from serving.registry import Registry
-from tests.serving_helpers import ADMIN_TOKEN, SEED_EVENT, ServingData
+from tests.serving_helpers import ADMIN_TOKEN, SEED_EVENT, ServingData, save_model
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 FEATURES = ["app", "device", "os", "channel", "hour", "day", "qty", "ip_app_count",

@@ -19,8 +19,9 @@ from typing import Any
 import pytest
 import requests
 
-from serving.bench import free_port, run_predict_benchmark
-from serving.registry import Registry
+from benchmarks.serving import run_predict_benchmark
+from core.ports import free_port
+from core.registry import Registry
 from tests.serving_helpers import ADMIN_TOKEN, SEED_EVENT, ServingData, registry_serving, wait_until
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}

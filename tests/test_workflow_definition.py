@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from core.config import ConfigError, Settings
+from core.registry import sql_hash
 from features.store import feature_sql, read_sql
-from fraudflow.config import ConfigError, Settings
-from serving.registry import sql_hash
 from workflows.cli import workflow
 from workflows.config import WorkflowSettings
 from workflows.definition import GateTask, SqlTask, StepTask, build_definition

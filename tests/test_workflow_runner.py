@@ -21,8 +21,8 @@ from click.testing import CliRunner, Result
 from werkzeug.serving import make_server
 
 import features
-from fraudflow.config import Settings
-from serving.registry import Registry
+from core.config import Settings
+from core.registry import Registry
 from tests.workflow_helpers import sample_clicks, settings_in, synthetic_clicks, write_lake
 from workflows.cli import workflow
 from workflows.sql import deployment_name

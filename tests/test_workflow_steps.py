@@ -21,9 +21,8 @@ from prometheus_client.utils import floatToGoString
 from werkzeug.serving import make_server
 
 import features
-from fraudflow.config import Settings
-from serving.metrics import SCORE_BUCKETS
-from serving.registry import LABEL, Registry
+from core.config import Settings
+from core.registry import LABEL, SCORE_BUCKETS, Registry
 from tests.workflow_helpers import settings_in, synthetic_clicks, workflow_settings, write_lake
 from workflows.alerting import write_textfile
 from workflows.definition import build_definition

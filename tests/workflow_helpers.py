@@ -10,8 +10,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from core.config import Settings
 from features.datagen import generate_clicks, read_clicks
-from fraudflow.config import Settings
 from workflows.config import WorkflowSettings
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "data" / "talkingdata"

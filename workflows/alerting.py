@@ -22,8 +22,8 @@ from prometheus_client import CollectorRegistry, start_http_server, write_to_tex
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from serving.exceptions import RegistryError
-from serving.registry import Registry
+from core.exceptions import RegistryError
+from core.registry import Registry
 from workflows.layout import Layout, exclusive_lock, write_json
 
 PREFIX = "fraudflow_workflow_"

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 
 import click
 
-from fraudflow.config import Settings, get_settings
+from core.cli import settings_of
+from core.config import Settings
 from workflows.config import WorkflowSettings
 from workflows.definition import GateTask, WorkflowDefinition, build_definition
 from workflows.layout import Layout
@@ -25,14 +26,9 @@ if TYPE_CHECKING:
 # imported by the commands that use them: every `fraudflow` command loads this module.
 
 
-def _settings(ctx: click.Context) -> Settings:
-    # The top-level `fraudflow` group puts its (flag-overridden) Settings in ctx.obj.
-    found = ctx.find_object(Settings)
-    return found if found is not None else get_settings()
-
 
 def _definition(ctx: click.Context) -> tuple[Settings, WorkflowSettings, WorkflowDefinition]:
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     workflow_settings = WorkflowSettings.from_env()
     layout = Layout.under(settings.var_dir)
     return settings, workflow_settings, build_definition(settings, workflow_settings, layout)

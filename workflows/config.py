@@ -1,7 +1,7 @@
 """Settings of the retraining workflow, read once from the environment.
 
 Shared settings (store URL, lake, model registry, var dir, database, table, deployment, admin
-token) come from `fraudflow.config.Settings`; this holds what only the workflow uses.
+token) come from `core.config.Settings`; this holds what only the workflow uses.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from croniter import croniter
 
-from fraudflow.config import ConfigError
+from core.config import ConfigError
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,8 @@ from typing import Any
 from unittest import mock
 from urllib.parse import parse_qs, urlparse
 
-from fraudflow.config import ENV_VARS as SHARED_ENV_VARS
-from fraudflow.config import Settings
+from core.config import ENV_VARS as SHARED_ENV_VARS
+from core.config import Settings
 from workflows.config import ENV_VARS as WORKFLOW_ENV_VARS
 from workflows.config import WorkflowSettings
 from workflows.definition import (

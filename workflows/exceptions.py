@@ -1,6 +1,6 @@
 """Errors of the retraining workflow."""
 
-from fraudflow.exceptions import FraudFlowError
+from core.exceptions import FraudFlowError
 
 
 class WorkflowError(FraudFlowError):

@@ -14,8 +14,8 @@ from typing import Any
 
 import pandas as pd
 
-from fraudflow.config import Settings
-from serving.registry import LABEL, ModelVersion, Registry
+from core.config import Settings
+from core.registry import LABEL, ModelVersion, Registry
 from workflows.evaluation import Metrics, evaluate
 from workflows.layout import Layout, read_json, write_json
 from workflows.plots import write_report

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from core.config import Settings
 from features.connection import connect, is_embedded
-from fraudflow.config import Settings
 from workflows.layout import Layout, exclusive_lock
 from workflows.window import Window
 

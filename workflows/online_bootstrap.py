@@ -7,8 +7,8 @@ the deployment's indexes exist before the rows arrive.
 
 from __future__ import annotations
 
+from core.config import Settings
 from features.connection import connect
-from fraudflow.config import Settings
 from workflows.lake_import import LAKE_PATTERN, lake_files
 
 

@@ -20,8 +20,8 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from fraudflow.config import Settings
-from serving.registry import ModelVersion, Registry
+from core.config import Settings
+from core.registry import ModelVersion, Registry
 from workflows.alerting import PUBLISHED, record_outcome
 from workflows.exceptions import PublishError
 from workflows.gate import read_decision

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fraudflow.config import Settings
+from core.config import Settings
 from workflows.alerting import REJECTED, record_outcome
 from workflows.gate import GateDecision, read_decision
 from workflows.layout import Layout

@@ -10,11 +10,11 @@ import logging
 import re
 from collections.abc import Mapping
 
+from core.config import Settings
+from core.registry import sql_hash
 from features.connection import connect
 from features.dialect import split_statements
 from features.store import feature_sql, table_ddl
-from fraudflow.config import Settings
-from serving.registry import sql_hash
 from workflows.exceptions import StepError
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from fraudflow.config import Settings
+from core.config import Settings
 from workflows.config import WorkflowSettings
 from workflows.definition import GATE_PARAM, SqlTask, StepTask
 from workflows.exceptions import StepError

@@ -22,13 +22,19 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
-from prometheus_client.utils import floatToGoString
 
+from core.config import Settings
+from core.exceptions import RegistryError
+from core.registry import (
+    CATEGORICAL_FEATURES,
+    LABEL,
+    ModelVersion,
+    Registry,
+    holdout_score_cdf,
+    model_metadata,
+)
+from features.connection import connect
 from features.store import feature_sql
-from fraudflow.config import Settings
-from serving.exceptions import RegistryError
-from serving.metrics import SCORE_BUCKETS
-from serving.registry import LABEL, ModelVersion, Registry, sql_hash
 from workflows.evaluation import Metrics, evaluate
 from workflows.exceptions import StepError
 from workflows.layout import Layout, read_json, write_json
@@ -39,7 +45,6 @@ from workflows.window import Window
 log = logging.getLogger(__name__)
 
 TIME_COLUMN = "click_time"
-CATEGORICAL_FEATURES = ("app", "device", "os", "channel", "hour")
 ROUNDS = 200
 # Shallow trees with smoothed categories: with a few hundred attributed clicks among
 # thousands of app/os/channel ids, deeper trees learn single ids by heart (the seed's
@@ -121,16 +126,6 @@ def predict(model: lgb.Booster, frame: pd.DataFrame,
     return np.asarray(model.predict(frame[feature_names]), dtype=np.float64)
 
 
-def holdout_score_cdf(scores: npt.NDArray[np.float64]) -> dict[str, float]:
-    """The fraction of holdout scores <= each bound of the predict server's score histogram
-    (and +Inf), keyed by `le` as the server exposes it: the baseline the score-shift alert
-    compares the live scores with."""
-    bounds = [*SCORE_BUCKETS, math.inf]
-    at_or_below = np.searchsorted(np.sort(scores), bounds, side="right")
-    return {floatToGoString(bound): int(count) / len(scores)
-            for bound, count in zip(bounds, at_or_below, strict=True)}
-
-
 def load_model(version: ModelVersion) -> lgb.Booster:
     return lgb.Booster(model_file=str(version.model_file))
 
@@ -143,22 +138,16 @@ def save_candidate(model: lgb.Booster, split: Split, settings: Settings, layout:
     metrics = evaluate(split.holdout[LABEL], scores)
     importance = dict(zip(split.feature_names,
                           model.feature_importance("gain").astype(float).tolist(), strict=True))
-    metadata = {
-        "feature_names": split.feature_names,
-        "categorical_features": list(CATEGORICAL_FEATURES),
-        "label": LABEL,
-        "sql_hash": sql_hash(feature_sql(settings.table)),
-        "deployment": deployment_name(settings),
-        "database": settings.database,
-        "table": settings.table,
-        "data_window": {**window.describe(),
-                        "holdout_from_ms": int(split.holdout[TIME_COLUMN].iloc[0])},
-        "metrics": metrics.to_dict(),
-        "score_cdf": holdout_score_cdf(scores),
-        "training": {"rows": len(split.train), "positives": int(split.train[LABEL].sum()),
-                     "params": model.params},
-        "feature_importance_gain": importance,
-    }
+    metadata = model_metadata(
+        split.feature_names, feature_sql(settings.table), database=settings.database,
+        deployment=deployment_name(settings), table=settings.table,
+        data_window={**window.describe(),
+                     "holdout_from_ms": int(split.holdout[TIME_COLUMN].iloc[0])},
+        metrics=metrics.to_dict(),
+        score_cdf=holdout_score_cdf(scores),
+        training={"rows": len(split.train), "positives": int(split.train[LABEL].sum()),
+                  "params": model.params},
+        feature_importance_gain=importance)
     registry = Registry(settings.model_dir)
     text = model.model_to_string()
     version = _identical_version(registry, text, layout, window)
@@ -191,3 +180,30 @@ def train(settings: Settings, layout: Layout, window: Window,
                           holdout_fraction)
     log.info("training on %d rows, holding out %d", len(split.train), len(split.holdout))
     return save_candidate(fit(split.train, split.feature_names), split, settings, layout, window)
+
+
+def train_on_click_file(store_url: str, clicks_file: Path, database: str, table: str,
+                        deployment: str, rounds: int = 10) -> tuple[str, dict[str, Any]]:
+    """A small model (LightGBM text, and its metadata) on the deployment SQL's offline features
+    of one click file, loaded into the offline table first. For smoke runs, tests and
+    benchmarks: the workflow's `train` step makes the models that go to production."""
+    conn = connect(store_url, database)
+    try:
+        cursor = conn.cursor()
+        cursor.execute("SET @@execute_mode='offline'")
+        cursor.execute(f"LOAD DATA INFILE '{clicks_file}' INTO TABLE {table} OPTIONS("
+                       f"format='{clicks_file.suffix.lstrip('.')}', header=true, "
+                       f"mode='overwrite')")
+        sql = feature_sql(table)
+        frame = pd.DataFrame(cursor.execute(sql).fetchall(),
+                             columns=[column[0] for column in cursor.description])
+    finally:
+        conn.close()
+    names = [name for name in frame.columns if name != LABEL]
+    dataset = lgb.Dataset(frame[names].astype(np.float64), frame[LABEL], feature_name=names,
+                          categorical_feature=[c for c in CATEGORICAL_FEATURES if c in names])
+    params = {"objective": "binary", "num_leaves": 15, "min_data_in_leaf": 20, "seed": 0,
+              "num_threads": 1, "verbose": -1, "deterministic": True}
+    text = lgb.train(params, dataset, num_boost_round=rounds).model_to_string()
+    return text, model_metadata(names, sql, database=database, deployment=deployment,
+                                table=table)

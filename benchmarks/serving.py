@@ -1,7 +1,7 @@
 """Predict-server benchmark: /predict latency and throughput with many events stored, against
 the floor, a bare Flask endpoint under the same gunicorn settings, measured in the same run.
 
-    python -m serving.bench --stored-events 1000000 --out bench/predict.json
+    python -m benchmarks.serving --stored-events 1000000 --out bench/predict.json
 
 The load generator is closed-loop: C threads, each with one HTTP/1.1 connection, send the
 next request when the previous answer arrives. It writes raw bytes on sockets, so it costs the
@@ -19,106 +19,27 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import lightgbm as lgb
 import numpy as np
-import pandas as pd
 import requests
 from flask import Flask, Response, jsonify, request
 
-from features.connection import connect
+from core.config import Settings
+from core.events import click_events
+from core.ports import free_port
+from core.registry import Registry
 from features.datagen import generate_clicks, write_clicks
-from features.functions import UTC8_OFFSET_MS
-from features.store import feature_sql, init_store
-from fraudflow.config import Settings
-from ingest.events import TABLE_COLUMNS
+from features.store import init_store, insert_clicks
 from serving.cli import APP_TARGET, gunicorn_command, server_environment
-from serving.registry import LABEL, ModelVersion, Registry, sql_hash
+from workflows.training import train_on_click_file
 
 DATABASE, TABLE, DEPLOYMENT = "demo_db", "talkingdata", "demo"
-CATEGORICAL_FEATURES = ("app", "device", "os", "channel", "hour")
-FLOOR_TARGET = "serving.bench:create_floor_app()"
+FLOOR_TARGET = "benchmarks.serving:create_floor_app()"
 CONCURRENCIES = (1, 8, 32)
-INSERT_BATCH_ROWS = 100_000
 MODEL_ROUNDS = 100  # a small production-like model: 100 trees of 15 leaves
-
-
-# --- a model and a filled store, for benchmarks and tests -----------------------------------
-
-def train_small_model(store_url: str, clicks_file: Path, rounds: int = 10,
-                      database: str = DATABASE, table: str = TABLE) -> str:
-    """A small LightGBM model (text) on the deployment SQL's offline features of a click
-    file. For tests and benchmarks only: the training workflow makes the real models."""
-    conn = connect(store_url, database)
-    try:
-        cursor = conn.cursor()
-        cursor.execute("SET @@execute_mode='offline'")
-        cursor.execute(f"LOAD DATA INFILE '{clicks_file}' INTO TABLE {table} OPTIONS("
-                       f"format='{clicks_file.suffix.lstrip('.')}', header=true, "
-                       f"mode='overwrite')")
-        rows = cursor.execute(feature_sql(table)).fetchall()
-        names = [column[0] for column in cursor.description]
-    finally:
-        conn.close()
-    table_values = np.array(rows, dtype=np.float64)
-    label = names.index(LABEL)
-    features = [name for name in names if name != LABEL]
-    dataset = lgb.Dataset(np.delete(table_values, label, axis=1), table_values[:, label],
-                          feature_name=features,
-                          categorical_feature=[c for c in CATEGORICAL_FEATURES if c in features])
-    params = {"objective": "binary", "num_leaves": 15, "min_data_in_leaf": 20, "seed": 0,
-              "num_threads": 1, "verbose": -1, "deterministic": True}
-    return lgb.train(params, dataset, num_boost_round=rounds).model_to_string()
-
-
-def save_model(registry: Registry, model_text: str, database: str = DATABASE,
-               deployment: str = DEPLOYMENT, table: str = TABLE,
-               score_cdf: dict[str, float] | None = None) -> ModelVersion:
-    """Store a model with the metadata the training workflow writes (not promoted); without
-    `score_cdf` (the holdout's scores), as a model trained before training stored one."""
-    feature_names = lgb.Booster(model_str=model_text).feature_name()
-    metadata: dict[str, Any] = {
-        "feature_names": feature_names,
-        "categorical_features": [c for c in CATEGORICAL_FEATURES if c in feature_names],
-        "sql_hash": sql_hash(feature_sql(table)), "database": database,
-        "deployment": deployment}
-    if score_cdf is not None:
-        metadata["score_cdf"] = score_cdf
-    return registry.save(model_text, metadata)
-
-
-def epoch_ms(click_time: pd.Series) -> np.ndarray:
-    """Wall-clock click times (as in Kaggle's files) as OpenMLDB reads them: UTC+8."""
-    return click_time.to_numpy().astype("datetime64[ms]").astype(np.int64) - UTC8_OFFSET_MS
-
-
-def store_clicks_online(store_url: str, clicks: pd.DataFrame, database: str = DATABASE,
-                        table: str = TABLE) -> None:
-    """Insert clicks into the online table, in committed batches."""
-    columns = [epoch_ms(clicks[c]) if c == "click_time" else clicks[c].to_numpy()
-               for c in TABLE_COLUMNS]
-    conn = connect(store_url, database)
-    try:
-        cursor = conn.cursor()
-        cursor.execute("SET @@execute_mode='online'")
-        insert = f"INSERT INTO {table} VALUES ({', '.join('?' for _ in TABLE_COLUMNS)})"
-        for start in range(0, len(clicks), INSERT_BATCH_ROWS):
-            batch = [column[start:start + INSERT_BATCH_ROWS].tolist() for column in columns]
-            cursor.executemany(insert, zip(*batch, strict=True))
-            conn.commit()
-    finally:
-        conn.close()
-
-
-def click_events(clicks: pd.DataFrame) -> list[dict[str, int]]:
-    """Clicks as /predict events (click_time in epoch milliseconds)."""
-    columns = {c: (epoch_ms(clicks[c]) if c == "click_time" else clicks[c].to_numpy()).tolist()
-               for c in TABLE_COLUMNS}
-    return [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(),
-                                                                        strict=True)]
 
 
 # --- the floor and the servers --------------------------------------------------------------
@@ -137,13 +58,6 @@ def create_floor_app() -> Flask:
         return jsonify(ready=True)
 
     return app
-
-
-def free_port() -> int:
-    with closing(socket.socket()) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @contextmanager
@@ -281,13 +195,14 @@ def run_predict_benchmark(out: dict[str, Any], stored_events: int = 1_000_000,
         init_store(settings.store_url, DATABASE, TABLE, DEPLOYMENT)
         clicks = generate_clicks(stored_events, seed=0)
         started = time.perf_counter()
-        store_clicks_online(settings.store_url, clicks)
+        insert_clicks(settings.store_url, DATABASE, TABLE, clicks)
         load_s = time.perf_counter() - started
         training_file = write_clicks(clicks.head(min(len(clicks), 200_000)),
                                      root / "training.parquet")
         registry = Registry(settings.model_dir)
-        version = save_model(registry, train_small_model(settings.store_url, training_file,
-                                                         rounds=MODEL_ROUNDS))
+        version = registry.save(*train_on_click_file(settings.store_url, training_file,
+                                                     DATABASE, TABLE, DEPLOYMENT,
+                                                     rounds=MODEL_ROUNDS))
         registry.promote(version.version)
         # Later clicks of the same traffic: their windows reach into the stored rows.
         bodies = [json.dumps(e).encode() for e in click_events(

@@ -22,8 +22,8 @@ import duckdb
 import numpy as np
 
 import features
+from core.clock import UTC8_OFFSET_MS
 from features.datagen import generate_to_file, iter_click_chunks
-from features.functions import UTC8_OFFSET_MS
 from features.store import feature_sql, init_store
 
 _INSERT = "INSERT INTO talkingdata VALUES (?, ?, ?, ?, ?, ?, ?)"

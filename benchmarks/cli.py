@@ -21,17 +21,17 @@ SUITES = ("features", "ingest", "serving")
 
 def _run_suite(name: str, quick: bool) -> dict[str, Any]:
     if name == "features":
-        from features import bench as features_bench
+        from benchmarks import features as features_bench
 
         return features_bench.run(offline_rows=500_000 if quick else 10_000_000,
                                   stored_rows=100_000 if quick else 1_000_000,
                                   requests=1_000 if quick else 5_000)
     if name == "ingest":
-        from ingest import bench as ingest_bench
+        from benchmarks import ingest as ingest_bench
 
         return ingest_bench.run_benchmarks(events=50_000 if quick else 300_000,
                                            seconds=3 if quick else 20)
-    from serving import bench as serving_bench
+    from benchmarks import serving as serving_bench
 
     result: dict[str, Any] = {}
     serving_bench.run_predict_benchmark(result, stored_events=50_000 if quick else 1_000_000)

@@ -16,17 +16,28 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from serving.exceptions import RegistryError
+import numpy as np
+import numpy.typing as npt
+from prometheus_client.utils import floatToGoString
+
+from core.exceptions import RegistryError
 
 LABEL = "is_attributed"
+#: Feature columns LightGBM treats as categories (ids, and the hour of day).
+CATEGORICAL_FEATURES = ("app", "device", "os", "channel", "hour")
+#: Bounds of the predict server's score histogram; the holdout's score CDF is kept on the same
+#: bounds so the score-shift alert can compare live scores with it.
+SCORE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99, 1.0)
 
 
 @dataclass(frozen=True)
@@ -51,6 +62,29 @@ def sql_hash(sql: str) -> str:
     return hashlib.sha256(" ".join(sql.split()).encode()).hexdigest()[:16]
 
 
+def holdout_score_cdf(scores: npt.NDArray[np.float64]) -> dict[str, float]:
+    """The fraction of holdout scores <= each bound of `SCORE_BUCKETS` (and +Inf), keyed by
+    `le` as the predict server exposes its histogram."""
+    bounds = [*SCORE_BUCKETS, math.inf]
+    at_or_below = np.searchsorted(np.sort(scores), bounds, side="right")
+    return {floatToGoString(bound): int(count) / len(scores)
+            for bound, count in zip(bounds, at_or_below, strict=True)}
+
+
+def model_metadata(feature_names: Sequence[str], feature_sql: str, *, database: str,
+                   deployment: str, table: str, **training: Any) -> dict[str, Any]:
+    """The metadata.json of a model version: what serving needs to use the model (features in
+    order, the SQL they come from, where to request them), plus what training measured
+    (`training` keys such as metrics, score_cdf, data_window; absent for imported models).
+    Training, tests and benchmarks all write metadata through this one function."""
+    names = list(feature_names)
+    return {"feature_names": names,
+            "categorical_features": [c for c in CATEGORICAL_FEATURES if c in names],
+            "label": LABEL, "sql_hash": sql_hash(feature_sql), "database": database,
+            "deployment": deployment, "table": table,
+            **{key: value for key, value in training.items() if value is not None}}
+
+
 class Registry:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
@@ -63,7 +97,7 @@ class Registry:
     def _pointer(self) -> Path:
         return self.root / "production.json"
 
-    def save(self, model_text: str, metadata: dict[str, Any],
+    def save(self, model_text: str, metadata: Mapping[str, Any],
              report_dir: Path | None = None) -> ModelVersion:
         """Store a new candidate version; returns it (not yet in production)."""
         created = datetime.now(UTC)

@@ -13,10 +13,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
+import numpy as np
 import orjson
+
+from core.clock import epoch_ms_from_wall, parse_timestamp_ms
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 SCHEMA_VERSION = 1
 MAX_EVENT_BYTES = 64 * 1024
@@ -26,19 +31,19 @@ INT32_MAX = 2**31 - 1
 # Clicks before 2000 or after 2100 are corrupt clocks or wrong units (seconds, microseconds).
 MIN_CLICK_MS = 946_684_800_000
 MAX_CLICK_MS = 4_102_444_800_000
-_UTC8_MS = 8 * 3_600_000
-_EPOCH = datetime(1970, 1, 1)
 
 Row = tuple[int, int, int, int, int, int, int]  # in TABLE_COLUMNS order
 
 
 @dataclass(frozen=True)
 class InvalidEvent:
-    """Why a message is not a click event; `reason` is a short stable code for metrics,
-    `detail` a sentence for people (both go into the dead-letter headers)."""
+    """Why a message is not a click event: `reason` is a short stable code for metrics,
+    `detail` a sentence for people (both go into the dead-letter headers), `field` the field
+    at fault (None when the whole value is)."""
 
     reason: str
     detail: str
+    field: str | None = None
 
 
 def encode(row: Row | tuple[int, ...], event_id: str) -> bytes:
@@ -58,22 +63,37 @@ def decode(value: bytes | None) -> Row | InvalidEvent:
         event = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
         return InvalidEvent("not_json", f"value is not JSON: {exc}")
+    return parse(event)
+
+
+def parse(event: object, allowed_fields: frozenset[str] | None = None) -> Row | InvalidEvent:
+    """The table row of a decoded JSON event, or why it is invalid. Never raises.
+    With `allowed_fields`, any other field is refused (the predict API refuses typos; the topic
+    ignores unknown fields so producers can add some before consumers know them)."""
     if not isinstance(event, dict):
-        return InvalidEvent("not_object", f"value is a JSON {type(event).__name__}, not an object")
+        return InvalidEvent("not_object", f"value is {_json_type(event)}, not a JSON object")
     version = event.get("schema_version", SCHEMA_VERSION)
     if version != SCHEMA_VERSION:
         return InvalidEvent("schema_version",
-                            f"schema_version {version!r} is not supported (expected 1)")
+                            f"schema_version {version!r} is not supported (expected 1)",
+                            "schema_version")
+    if allowed_fields is not None:
+        for name in event:
+            if name not in allowed_fields:
+                return InvalidEvent("unknown_field", f"unknown field {name!r}: an event has "
+                                    f"{', '.join(TABLE_COLUMNS)}", str(name))
     values: list[int] = []
     for name in ID_FIELDS:
         value_ = event.get(name)
         if type(value_) is not int:  # bool is not an id; floats are not ids
             if value_ is None:
-                return InvalidEvent("missing_field", f"field {name!r} is missing or null")
-            return InvalidEvent("wrong_type",
-                                f"field {name!r} must be an integer, got {value_!r:.40}")
+                return InvalidEvent("missing_field", f"field {name!r} is missing or null: an "
+                                    f"integer id is required", name)
+            return InvalidEvent("wrong_type", f"field {name!r} must be an integer, got "
+                                f"{_json_type(value_)} {value_!r:.40}", name)
         if not 0 <= value_ <= INT32_MAX:
-            return InvalidEvent("out_of_range", f"field {name!r}={value_} is not in 0..2^31-1")
+            return InvalidEvent("out_of_range",
+                                f"field {name!r}={value_} is not in 0..{INT32_MAX}", name)
         values.append(value_)
     click_time = _click_time_ms(event.get("click_time"))
     if isinstance(click_time, InvalidEvent):
@@ -82,7 +102,8 @@ def decode(value: bytes | None) -> Row | InvalidEvent:
     label = event.get("is_attributed", 0)
     if label not in (0, 1) or type(label) is not int:
         return InvalidEvent("wrong_type",
-                            f"field 'is_attributed' must be 0 or 1, got {label!r:.40}")
+                            f"field 'is_attributed' must be 0 or 1, got {label!r:.40}",
+                            "is_attributed")
     values.append(label)
     return tuple(values)  # type: ignore[return-value]
 
@@ -117,25 +138,44 @@ def decode_batch(values: Sequence[bytes | None]) -> list[Row | InvalidEvent]:
 
 def _click_time_ms(raw: Any) -> int | InvalidEvent:
     if raw is None:
-        return InvalidEvent("missing_field", "field 'click_time' is missing or null")
+        return InvalidEvent("missing_field", "field 'click_time' is missing or null: epoch "
+                            "milliseconds or an ISO 8601 time is required", "click_time")
     if type(raw) is int:
         millis = raw
     elif isinstance(raw, str):
         try:
-            moment = datetime.fromisoformat(raw)
+            millis = parse_timestamp_ms(raw)
         except ValueError:
-            return InvalidEvent("wrong_type", f"click_time {raw!r:.40} is not a timestamp")
-        if moment.tzinfo is None:
-            millis = (moment - _EPOCH) // _MS - _UTC8_MS
-        else:
-            millis = int(moment.timestamp() * 1000)
+            return InvalidEvent("wrong_type", f"field 'click_time' {raw!r:.40} is not an ISO "
+                                f"8601 time", "click_time")
     else:
-        return InvalidEvent("wrong_type",
-                            f"click_time must be epoch ms or a timestamp string, got {raw!r:.40}")
+        return InvalidEvent("wrong_type", f"field 'click_time' must be epoch milliseconds or "
+                            f"an ISO 8601 string, got {_json_type(raw)} {raw!r:.40}",
+                            "click_time")
     if not MIN_CLICK_MS <= millis <= MAX_CLICK_MS:
-        return InvalidEvent("out_of_range",
-                            f"click_time {raw!r:.40} is outside 2000-01-01..2100-01-01")
+        # Usually seconds or microseconds sent as milliseconds.
+        return InvalidEvent("out_of_range", f"field 'click_time' {raw!r:.40} is outside "
+                            f"2000-01-01..2100-01-01 (epoch milliseconds expected)",
+                            "click_time")
     return millis
 
 
-_MS = datetime(1970, 1, 1, 0, 0, 0, 1000) - _EPOCH  # one millisecond, for timedelta // _MS
+def _json_type(value: object) -> str:
+    names = {list: "an array", str: "a string", bool: "a boolean", int: "a number",
+             float: "a number", type(None): "null", dict: "an object"}
+    return names.get(type(value), type(value).__name__)
+
+
+def rows_from_frame(frame: pd.DataFrame) -> np.ndarray:
+    """Kaggle-format clicks (wall-clock `click_time`) as an int64 matrix in TABLE_COLUMNS
+    order, click_time in epoch ms (the file's wall clock read as UTC+8, as OpenMLDB reads it)."""
+    columns = [frame[name].to_numpy(np.int64) for name in ID_FIELDS]
+    columns += [epoch_ms_from_wall(frame["click_time"]),
+                frame["is_attributed"].to_numpy(np.int64)]
+    return np.column_stack(columns)
+
+
+def click_events(frame: pd.DataFrame) -> list[dict[str, int]]:
+    """Kaggle-format clicks as event dicts (click_time in epoch ms), e.g. /predict bodies."""
+    return [dict(zip(TABLE_COLUMNS, row, strict=True))
+            for row in rows_from_frame(frame).tolist()]

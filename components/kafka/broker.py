@@ -1,9 +1,10 @@
 """A single-node Apache Kafka broker (KRaft, combined broker+controller) that FraudFlow runs itself.
 
-Everything lives under ``<var_dir>/kafka/``: ``libs/`` (jars fetched from Maven Central through
-``ingest/pom.xml``), ``data/`` (topic logs and KRaft metadata), ``server.properties`` (rewritten on
-every start), ``broker.pid``, ``broker.log`` (Kafka's log4j2 log) and ``broker.out`` (the JVM's own
-stdout/stderr, where crashes such as a bad ``-Xmx`` end up).
+Everything lives under ``<var_dir>/kafka/``: ``libs/`` (jars fetched from Maven Central
+through ``pom.xml`` beside this module), ``data/`` (topic logs and KRaft metadata),
+``server.properties`` (rewritten on every start), ``broker.pid``, ``broker.log`` (Kafka's log4j2
+log) and ``broker.out`` (the JVM's own stdout/stderr, where crashes such as a bad ``-Xmx`` end
+up).
 """
 
 from __future__ import annotations
@@ -28,14 +29,14 @@ from pathlib import Path
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
-from ingest.exceptions import BrokerError
+from components.exceptions import BrokerError
+from core.config import KAFKA_MESSAGE_MAX_BYTES
+from core.ports import free_port
 
 log = logging.getLogger(__name__)
 
 #: The broker listens on loopback only: it serves this machine's pipeline and tests.
 HOST = "127.0.0.1"
-#: Largest record batch the broker accepts; producers sending 1 MB values need headroom.
-MESSAGE_MAX_BYTES = 4 * 1024 * 1024
 #: Env var naming a jar directory shared by several var dirs (e.g. test sessions).
 LIBS_ENV = "FRAUDFLOW_KAFKA_LIBS"
 
@@ -198,13 +199,6 @@ def stop(var_dir: Path, timeout: float = 30) -> bool:
     return True
 
 
-def free_port() -> int:
-    """A TCP port on HOST that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
 # --- launching -------------------------------------------------------------------------------
 
 def _java() -> str:
@@ -289,8 +283,8 @@ def _write_properties(home: Path, port: int, controller_port: int) -> Path:
         "share.coordinator.state.topic.replication.factor": 1,
         "share.coordinator.state.topic.min.isr": 1,
         "group.initial.rebalance.delay.ms": 0,
-        "message.max.bytes": MESSAGE_MAX_BYTES,
-        "replica.fetch.max.bytes": MESSAGE_MAX_BYTES,
+        "message.max.bytes": KAFKA_MESSAGE_MAX_BYTES,
+        "replica.fetch.max.bytes": KAFKA_MESSAGE_MAX_BYTES,
     }
     props = home / "server.properties"
     lines = ["# Written by ingest/broker.py on every start: change that file, not this one."]

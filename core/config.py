@@ -8,11 +8,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from fraudflow.exceptions import FraudFlowError
+from core.exceptions import ConfigError
 
-
-class ConfigError(FraudFlowError):
-    """An environment variable or flag has a value FraudFlow cannot use."""
+#: Largest record batch the local broker accepts and clients send; 1 MB values need headroom.
+KAFKA_MESSAGE_MAX_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,10 @@ from kafka import KafkaAdminClient, KafkaConsumer
 from kafka.admin import NewTopic
 from kafka.consumer.fetcher import ConsumerRecord
 
+from components.kafka import broker
+from core.ports import free_port
 from features.store import init_store
-from ingest import broker, producer
+from ingest import producer
 from ingest.consumers import online_sink
 from ingest.kafka_io import BatchConsumer, BatchPolicy, Positions
 from ingest.runner import run
@@ -179,8 +181,8 @@ def run_benchmarks(events: int = 300_000, rate: int = 5000, seconds: int = 20,
         work = Path(tmp)
         started_here = bootstrap is None
         if bootstrap is None:
-            info = broker.start(work / "var", port=broker.free_port(),
-                                controller_port=broker.free_port())
+            info = broker.start(work / "var", port=free_port(),
+                                controller_port=free_port())
             bootstrap = info.bootstrap_servers
         try:
             return {"throughput": bench_throughput(bootstrap, work, events),

@@ -1,0 +1,11 @@
+"""Errors of the local real components."""
+
+from core.exceptions import FraudFlowError
+
+
+class ComponentError(FraudFlowError):
+    """A local component could not be fetched, configured, started, reached or stopped."""
+
+
+class BrokerError(ComponentError):
+    """The local Kafka broker could not be fetched, started, reached or stopped."""
