@@ -23,6 +23,16 @@ def epoch_ms_from_wall(wall: npt.ArrayLike) -> npt.NDArray[np.int64]:
     return np.asarray(wall).astype("datetime64[ms]").astype(np.int64) - UTC8_OFFSET_MS
 
 
+def epoch_ms_of_wall(wall: datetime) -> int:
+    """Epoch milliseconds of one naive UTC+8 wall-clock datetime."""
+    return (wall - _EPOCH) // _ONE_MS - UTC8_OFFSET_MS
+
+
+def wall_clock_now() -> datetime:
+    """Now, as a naive UTC+8 wall-clock datetime."""
+    return datetime.now(UTC8).replace(tzinfo=None)
+
+
 def wall_clock(ms: int) -> datetime:
     """The naive UTC+8 wall-clock datetime of an epoch-millisecond instant."""
     return _EPOCH + timedelta(milliseconds=ms + UTC8_OFFSET_MS)

@@ -10,6 +10,8 @@ from pathlib import Path
 
 from core.exceptions import ConfigError
 
+#: The real TalkingData samples shipped in the repository (see data/talkingdata/SOURCE.md).
+SAMPLE_DATA_DIR = Path(__file__).resolve().parents[1] / "data" / "talkingdata"
 #: Largest record batch the local broker accepts and clients send; 1 MB values need headroom.
 KAFKA_MESSAGE_MAX_BYTES = 4 * 1024 * 1024
 

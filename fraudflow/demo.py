@@ -25,11 +25,10 @@ import requests
 from kafka import KafkaAdminClient, KafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
-from core.config import Settings, get_settings
+from core.config import SAMPLE_DATA_DIR, Settings, get_settings
 from core.exceptions import FraudFlowError
 
-SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "talkingdata" / \
-    "train_sample_days.csv"
+SAMPLE = SAMPLE_DATA_DIR / "train_sample_days.csv"
 SYNTHETIC_CLICKS = 100_000
 FRESHNESS_CLICKS = 5_000
 FRESHNESS_RATE = 1_000

@@ -1,7 +1,8 @@
 """The archive consumer's sink: click events → hourly lake files, exactly once.
 
-Layout: `<lake>/<topic>/date=YYYY-MM-DD/hour=HH/<topic>-p<P>-<first>-<last>.parquet` by event
-time (UTC), `first`/`last` the Kafka offset range of the flush that wrote the file.
+Layout (`core.lake`): `<lake>/<topic>/date=YYYY-MM-DD/hour=HH/<topic>-p<P>-<first>-<last>.parquet`
+by the UTC+8 wall-clock hour of each click, `first`/`last` the Kafka offset range of the flush
+that wrote the file.
 
 A flush commits like a database: the files are written under temporary names, then a journal
 per partition (`<lake>/_archive/<topic>/p<P>.json`) records the next offset and the renames
@@ -21,7 +22,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
@@ -29,16 +29,13 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 from kafka.consumer.fetcher import ConsumerRecord
 
-from core import events
+from core import events, lake
 from ingest import metrics
 from ingest.kafka_io import Positions, without_refetches
 from ingest.runner import TransientError
 
 log = logging.getLogger(__name__)
 
-_SCHEMA = pa.schema([(name, pa.int32()) for name in events.ID_FIELDS]
-                    + [("click_time", pa.int64()), ("is_attributed", pa.int32())])
-TEMP_SUFFIX = ".tmp"
 
 
 @dataclass
@@ -58,6 +55,8 @@ class LakeSink:
             raise ValueError(f"archive format must be parquet or csv, not {file_format!r}")
         self.lake = Path(lake_dir)
         self.topic = topic
+        self.topic_lake = lake.TopicLake(self.lake, topic)
+        self.clock = self.topic_lake.claim()
         self.file_format = file_format
         self.max_rows = max_rows
         self.max_age_s = max_age_s
@@ -90,8 +89,8 @@ class LakeSink:
             yield
 
     def _delete_uncommitted(self, partition: int, keep: set[str]) -> None:
-        pattern = f"date=*/hour=*/{self.topic}-p{partition}-*{TEMP_SUFFIX}"
-        for temp in (self.lake / self.topic).glob(pattern):
+        pattern = f"date=*/hour=*/{self.topic}-p{partition}-*{lake.TEMP_SUFFIX}"
+        for temp in self.topic_lake.home.glob(pattern):
             if str(temp.relative_to(self.lake)) not in keep:
                 temp.unlink(missing_ok=True)
 
@@ -107,7 +106,7 @@ class LakeSink:
     def _write_journal(self, partition: int, content: dict) -> None:
         self.journals.mkdir(parents=True, exist_ok=True)
         path = self._journal_path(partition)
-        temp = path.with_suffix(TEMP_SUFFIX)
+        temp = path.with_suffix(lake.TEMP_SUFFIX)
         with temp.open("w") as handle:
             json.dump(content, handle)
             handle.flush()
@@ -181,12 +180,12 @@ class LakeSink:
     def _commit_files(self, partition: int, first_offset: int, next_offset: int,
                       rows: list[events.Row]) -> None:
         pending: list[tuple[str, str]] = []
-        for (date, hour), hour_rows in _by_hour(rows).items():
-            folder = self.lake / self.topic / f"date={date}" / f"hour={hour:02d}"
+        for hour_start, hour_rows in _by_hour(rows).items():
+            folder = self.topic_lake.hour_folder(hour_start, self.clock)
             folder.mkdir(parents=True, exist_ok=True)
             name = (f"{self.topic}-p{partition}-{first_offset:012d}-"
                     f"{next_offset - 1:012d}.{self.file_format}")
-            temp = folder / (name + TEMP_SUFFIX)
+            temp = folder / (name + lake.TEMP_SUFFIX)
             self._write_file(temp, hour_rows)
             pending.append((str(temp.relative_to(self.lake)),
                             str((folder / name).relative_to(self.lake))))
@@ -198,8 +197,8 @@ class LakeSink:
     def _write_file(self, path: Path, rows: list[events.Row]) -> None:
         columns = list(zip(*rows, strict=True))
         table = pa.Table.from_arrays(
-            [pa.array(col, type=f.type) for col, f in zip(columns, _SCHEMA, strict=True)],
-            schema=_SCHEMA)
+            [pa.array(col, type=f.type) for col, f in zip(columns, lake.SCHEMA, strict=True)],
+            schema=lake.SCHEMA)
         if self.file_format == "parquet":
             pq.write_table(table, path)
         else:
@@ -211,20 +210,14 @@ class LakeSink:
         self.buffers.clear()  # unflushed rows are re-read from Kafka by the next owner
 
 
-def _by_hour(rows: list[events.Row]) -> dict[tuple[str, int], list[events.Row]]:
-    """Rows grouped by the UTC (date, hour) of their click_time."""
-    by_hour_start: dict[int, list[events.Row]] = {}
+def _by_hour(rows: list[events.Row]) -> dict[int, list[events.Row]]:
+    """Rows grouped by the start (epoch ms) of the hour of their click_time."""
+    by_hour: dict[int, list[events.Row]] = {}
     for row in rows:
-        by_hour_start.setdefault(row[5] // 3_600_000, []).append(row)
-    named: dict[tuple[str, int], list[events.Row]] = {}
-    for hour_start, hour_rows in by_hour_start.items():
-        moment = datetime.fromtimestamp(hour_start * 3600, UTC)
-        named[(moment.strftime("%Y-%m-%d"), moment.hour)] = hour_rows
-    return named
+        by_hour.setdefault(lake.hour_start_ms(row[5]), []).append(row)
+    return by_hour
 
 
 def archived_files(lake_dir: Path, topic: str) -> list[Path]:
     """Every committed lake file of a topic, oldest hour first."""
-    root = Path(lake_dir) / topic
-    return sorted(p for pattern in ("*.parquet", "*.csv")
-                  for p in root.glob(f"date=*/hour=*/{pattern}"))
+    return [f.path for f in lake.TopicLake(lake_dir, topic).files()]

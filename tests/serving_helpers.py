@@ -10,6 +10,7 @@ from pathlib import Path
 import lightgbm as lgb
 import requests
 
+from core.config import SAMPLE_DATA_DIR
 from core.registry import ModelVersion, Registry, model_metadata
 from features.datagen import read_clicks
 from features.store import feature_sql, init_store, insert_clicks
@@ -17,8 +18,7 @@ from workflows.training import train_on_click_file
 
 DATABASE, TABLE, DEPLOYMENT = "demo_db", "talkingdata", "demo"
 
-SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "talkingdata" / \
-    "train_sample.csv"
+SAMPLE = SAMPLE_DATA_DIR / "train_sample.csv"
 SEED_EVENT = {"ip": 114904, "app": 11, "device": 1, "os": 15, "channel": 319,
               "click_time": 1509960088000, "is_attributed": 0}
 ADMIN_TOKEN = "test-admin-token"

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from core.config import SAMPLE_DATA_DIR
 from features.datagen import (
     CLICK_COLUMNS,
     DatagenError,
@@ -20,7 +21,7 @@ from features.datagen import (
     write_clicks,
 )
 
-REAL_SAMPLE = Path("/work/shared/data/talkingdata/train_sample.csv")
+REAL_SAMPLE = SAMPLE_DATA_DIR / "train_sample.csv"
 EXPECTED_DTYPES = {
     **{c: np.dtype("int32") for c in ("ip", "app", "device", "os", "channel", "is_attributed")},
     "click_time": np.dtype("datetime64[us]"),
@@ -167,7 +168,6 @@ def test_chunks_concatenate_to_single_call(rows: int, seed: int, chunk_rows: int
     pd.testing.assert_frame_equal(pd.concat(chunks, ignore_index=True), single)
 
 
-@pytest.mark.skipif(not REAL_SAMPLE.exists(), reason="shared TalkingData sample not mounted")
 def test_read_real_kaggle_sample() -> None:
     sample = read_clicks(REAL_SAMPLE)
     assert len(sample) == 10_000

@@ -13,12 +13,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import features
+from core.config import SAMPLE_DATA_DIR
 from features.embedded import EmbeddedStore
 from features.exceptions import CatalogError, DataError
 from features.store import feature_sql, init_store, table_ddl
 
-SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "talkingdata" / \
-    "train_sample.csv"
+SAMPLE = SAMPLE_DATA_DIR / "train_sample.csv"
 SEED_REQUEST = {"ip": 114904, "app": 11, "device": 1, "os": 15, "channel": 319,
                 "click_time": 1509960088000, "is_attributed": 0}
 COLUMNS = ["ip", "app", "device", "os", "channel", "click_time", "is_attributed"]

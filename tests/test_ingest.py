@@ -21,13 +21,13 @@ from kafka import KafkaConsumer, KafkaProducer
 
 import features
 from core import events
+from core.config import SAMPLE_DATA_DIR
 from ingest import producer
 from ingest.archive import archived_files
 from tests.fixtures_kafka import KafkaBroker
 
 pytestmark = pytest.mark.kafka
-SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "talkingdata" / \
-    "train_sample.csv"
+SAMPLE = SAMPLE_DATA_DIR / "train_sample.csv"
 
 
 @dataclass
@@ -153,7 +153,8 @@ def test_broker_restart_mid_stream_loses_nothing(pipeline: Pipeline) -> None:
     _produce(pipeline, 5_000, seed=11)
     ingest = pipeline.start("ingest")
     archive = pipeline.start("archive", "--flush-seconds", "0.5")
-    time.sleep(3)
+    for name in ("ingest", "archive"):  # mid-stream, not mid-import (a busy machine is slow)
+        _wait_for_assignment(pipeline, name, 0)
     pipeline.broker.restart()
     _produce(pipeline, 5_000, seed=12)
     for name, proc in (("ingest", ingest), ("archive", archive)):

@@ -10,32 +10,30 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from core.config import Settings
+from core.clock import epoch_ms_from_wall
+from core.config import SAMPLE_DATA_DIR, Settings
+from core.lake import SCHEMA, TEMP_SUFFIX, TopicLake
 from features.datagen import generate_clicks, read_clicks
 from workflows.config import WorkflowSettings
 
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "data" / "talkingdata"
-_UTC8_MS = 8 * 3_600_000
-LAKE_SCHEMA = pa.schema([("ip", pa.int32()), ("app", pa.int32()), ("device", pa.int32()),
-                         ("os", pa.int32()), ("channel", pa.int32()),
-                         ("click_time", pa.int64()), ("is_attributed", pa.int32())])
+SAMPLES = SAMPLE_DATA_DIR
 
 
-def write_lake(clicks: pd.DataFrame, lake_dir: Path, name: str = "part-0") -> list[Path]:
-    """Write clicks (datagen's columns, wall-clock click_time) as the archive does:
-    clicks/date=YYYY-MM-DD/hour=HH/<name>.parquet with epoch-ms click_time (read as UTC+8),
-    each file appearing atomically."""
-    wall = clicks["click_time"]
-    epoch_ms = (wall - pd.Timestamp("1970-01-01")) // pd.Timedelta(milliseconds=1) - _UTC8_MS
-    frame = clicks.assign(click_time=epoch_ms.astype("int64"))[LAKE_SCHEMA.names]
+def write_lake(clicks: pd.DataFrame, lake_dir: Path, name: str = "part-0",
+               topic: str = "clicks") -> list[Path]:
+    """Write clicks (datagen's columns, wall-clock click_time) into the lake as the archive
+    does (`core.lake`: partitions by UTC+8 wall-clock hour, epoch-ms click_time, the lake's
+    marker, each file appearing atomically)."""
+    topic_lake = TopicLake(lake_dir, topic)
+    clock = topic_lake.claim()
+    frame = clicks.assign(click_time=epoch_ms_from_wall(clicks["click_time"]))[SCHEMA.names]
     written = []
-    for (date, hour), part in frame.groupby([wall.dt.strftime("%Y-%m-%d"), wall.dt.hour]):
-        folder = lake_dir / "clicks" / f"date={date}" / f"hour={hour:02d}"
+    for hour_start, part in frame.groupby(frame["click_time"] - frame["click_time"] % 3_600_000):
+        folder = topic_lake.hour_folder(int(hour_start), clock)
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{name}.parquet"
-        temp = folder / f".{name}.parquet.tmp"
-        pq.write_table(pa.Table.from_pandas(part, schema=LAKE_SCHEMA, preserve_index=False),
-                       temp)
+        temp = folder / f"{name}.parquet{TEMP_SUFFIX}"
+        pq.write_table(pa.Table.from_pandas(part, schema=SCHEMA, preserve_index=False), temp)
         os.replace(temp, path)
         written.append(path)
     return written

@@ -13,11 +13,12 @@ from typing import TYPE_CHECKING
 import click
 
 from core.cli import settings_of
+from core.clock import wall_clock_now
 from core.config import Settings
 from workflows.config import WorkflowSettings
 from workflows.definition import GateTask, WorkflowDefinition, build_definition
 from workflows.layout import Layout
-from workflows.window import Window, wall_clock_now
+from workflows.window import Window
 
 if TYPE_CHECKING:
     from workflows.steps import StepContext

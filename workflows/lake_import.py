@@ -1,10 +1,11 @@
 """Step `import`: load new lake files into the offline table, each file exactly once.
 
-The archive consumer writes `<lake>/clicks/date=YYYY-MM-DD/hour=HH/<unique>.parquet`, each file
-appearing atomically. A manifest remembers every file name already loaded into this store's
-offline table, so late files of an old hour are picked up by the next run and nothing is
-loaded twice. New files are hard-linked into one staging folder and loaded with a single
-LOAD DATA (on a cluster each LOAD DATA is a Spark job: one per file would not keep up).
+The archive consumer writes `<lake>/<topic>/date=YYYY-MM-DD/hour=HH/<unique>.parquet|.csv`
+(`core.lake`: partitions named by the UTC+8 wall-clock hour), each file appearing atomically.
+A manifest remembers every file already loaded into this store's offline table, so late files
+of an old hour are picked up by the next run and nothing is loaded twice. New files are
+hard-linked into one staging folder and loaded with a single LOAD DATA per file format (on a
+cluster each LOAD DATA is a Spark job: one per file would not keep up).
 
 Only a crash between LOAD DATA returning and the manifest line being written could load a
 batch twice; the line is written and fsynced immediately after.
@@ -16,7 +17,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 import uuid
 from dataclasses import dataclass
@@ -24,22 +24,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from core.config import Settings
+from core.lake import LakeFile, TopicLake
 from features.connection import connect, is_embedded
 from workflows.layout import Layout, exclusive_lock
 from workflows.window import Window
 
 log = logging.getLogger(__name__)
-
-LAKE_PATTERN = "clicks/date=*/hour=*/*.parquet"
-_PARTITION = re.compile(r"date=(\d{4}-\d{2}-\d{2})/hour=(\d{2})/[^/]+\.parquet$")
-
-
-@dataclass(frozen=True)
-class LakeFile:
-    path: Path
-    relative: str  # the manifest key: unique, stable across lake moves
-    hour: datetime  # the partition's wall-clock hour
-
 
 @dataclass(frozen=True)
 class ImportResult:
@@ -51,22 +41,6 @@ class ImportResult:
     def summary(self) -> str:
         return (f"imported {self.files} new lake file(s), {self.rows} rows; "
                 f"{self.already_imported} already imported, {self.not_yet_due} after the window")
-
-
-def lake_files(lake_dir: Path) -> list[LakeFile]:
-    """Every complete parquet file of the lake, oldest partition first (temp files start with
-    a dot and do not match)."""
-    found = []
-    for path in lake_dir.glob(LAKE_PATTERN):
-        if path.name.startswith("."):  # pathlib's glob, unlike Spark's, matches them
-            continue
-        relative = path.relative_to(lake_dir).as_posix()
-        match = _PARTITION.search(relative)
-        if match is None:
-            continue
-        hour = datetime.fromisoformat(f"{match.group(1)} {match.group(2)}:00:00")
-        found.append(LakeFile(path, relative, hour))
-    return sorted(found, key=lambda f: (f.hour, f.relative))
 
 
 class Manifest:
@@ -112,9 +86,9 @@ def import_new_files(settings: Settings, layout: Layout, window: Window) -> Impo
         staging = layout.staging / manifest.path.stem
         shutil.rmtree(staging, ignore_errors=True)  # left by a crashed import
         done = manifest.imported()
-        files = lake_files(settings.lake_dir)
+        files = TopicLake(settings.lake_dir, settings.topic).files()
         due = [f for f in files if f.hour < window.end]
-        new = [f for f in due if f.relative not in done]
+        new = [f for f in due if f.key not in done]
         rows = _load(settings, staging, manifest, new) if new else 0
         return ImportResult(len(new), rows, len(due) - len(new), len(files) - len(due))
 
@@ -125,19 +99,22 @@ def _load(settings: Settings, staging: Path, manifest: Manifest, files: list[Lak
     folder.mkdir(parents=True)
     try:
         for number, lake_file in enumerate(files):
-            _link(lake_file.path, folder / f"{number:06d}.parquet")
+            _link(lake_file.path, folder / f"{number:06d}.{lake_file.file_format}")
         conn = connect(settings.store_url, settings.database)
+        rows = 0
         try:
             cursor = conn.cursor()
             cursor.execute("SET @@execute_mode='offline'")
             cursor.execute("SET @@sync_job=true")
-            # deep_copy: the staged links are deleted once the load returns.
-            cursor.execute(f"LOAD DATA INFILE '{folder}/*.parquet' INTO TABLE {settings.table} "
-                           "OPTIONS(format='parquet', mode='append', deep_copy=true)")
-            rows = max(getattr(cursor, "rowcount", -1), 0)
+            for file_format in sorted({f.file_format for f in files}):
+                # deep_copy: the staged links are deleted once the load returns.
+                cursor.execute(f"LOAD DATA INFILE '{folder}/*.{file_format}' INTO TABLE "
+                               f"{settings.table} OPTIONS(format='{file_format}', "
+                               "header=true, mode='append', deep_copy=true)")
+                rows += max(getattr(cursor, "rowcount", -1), 0)
         finally:
             conn.close()
-        manifest.record(batch, [f.relative for f in files], rows)
+        manifest.record(batch, [f.key for f in files], rows)
         log.info("loaded %d lake files (%d rows) as batch %s", len(files), rows, batch)
         return rows
     finally:

@@ -8,12 +8,13 @@ the deployment's indexes exist before the rows arrive.
 from __future__ import annotations
 
 from core.config import Settings
+from core.lake import TopicLake
 from features.connection import connect
-from workflows.lake_import import LAKE_PATTERN, lake_files
 
 
 def bootstrap_online(settings: Settings) -> str:
-    files = lake_files(settings.lake_dir)
+    lake = TopicLake(settings.lake_dir, settings.topic)
+    files = lake.files()
     conn = connect(settings.store_url, settings.database)
     try:
         cursor = conn.cursor()
@@ -23,9 +24,13 @@ def bootstrap_online(settings: Settings) -> str:
             return f"online table {settings.table} already has rows: left as it is"
         if not files:
             return f"the lake {settings.lake_dir} has no files yet: nothing to load"
-        cursor.execute(f"LOAD DATA INFILE '{settings.lake_dir.absolute()}/{LAKE_PATTERN}' "
-                       f"INTO TABLE {settings.table} OPTIONS(format='parquet', mode='append')")
-        rows = getattr(cursor, "rowcount", -1)
+        rows = 0
+        for file_format in sorted({f.file_format for f in files}):
+            cursor.execute(f"LOAD DATA INFILE '{lake.home.absolute()}/date=*/hour=*/*."
+                           f"{file_format}' INTO TABLE {settings.table} OPTIONS("
+                           f"format='{file_format}', header=true, mode='append')")
+            loaded = getattr(cursor, "rowcount", -1)
+            rows = -1 if loaded < 0 or rows < 0 else rows + loaded
         conn.commit()
     finally:
         conn.close()

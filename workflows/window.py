@@ -9,14 +9,13 @@ which DolphinScheduler renders as `$[yyyyMMddHH]` from a run's schedule time.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
+from core.clock import UTC8, epoch_ms_of_wall
 from workflows.exceptions import StepError
 
-WALL_CLOCK = timezone(timedelta(hours=8), "UTC+8")
 SCHEDULE_TIMEZONE = "Asia/Shanghai"  # UTC+8 all year, the zone the DS schedule runs in
 WINDOW_ID_FORMAT = "%Y%m%d%H"
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -36,11 +35,11 @@ class Window:
 
     @property
     def start_ms(self) -> int:
-        return wall_clock_ms(self.start)
+        return epoch_ms_of_wall(self.start)
 
     @property
     def end_ms(self) -> int:
-        return wall_clock_ms(self.end)
+        return epoch_ms_of_wall(self.end)
 
     def describe(self) -> dict[str, str]:
         return {"start": self.start.isoformat(sep=" "), "end": self.end.isoformat(sep=" "),
@@ -56,14 +55,5 @@ class Window:
             raise StepError(f"window end {text!r} is neither yyyyMMddHH nor an ISO "
                             "date-time") from None
         if end.tzinfo is not None:
-            end = end.astimezone(WALL_CLOCK).replace(tzinfo=None)
+            end = end.astimezone(UTC8).replace(tzinfo=None)
         return cls(end.replace(minute=0, second=0, microsecond=0), hours)
-
-
-def wall_clock_ms(wall: datetime) -> int:
-    """Epoch milliseconds of a naive UTC+8 wall-clock time (what OpenMLDB stores)."""
-    return int((wall.replace(tzinfo=WALL_CLOCK) - _EPOCH).total_seconds() * 1000)
-
-
-def wall_clock_now() -> datetime:
-    return datetime.now(WALL_CLOCK).replace(tzinfo=None)
