@@ -84,7 +84,7 @@ def bench_online(stored: int, requests: int, work: Path) -> dict[str, Any]:
     """Batched inserts of `stored` rows, then request-mode latency on hot and random IPs."""
     store = work / "online-store"
     init_store(f"embedded://{store}", "demo_db", "talkingdata", "demo")
-    conn = features.connect(f"embedded://{store}", "demo_db")
+    conn = features.connect_embedded(f"embedded://{store}", "demo_db")
     cursor = conn.cursor()
     cursor.execute("SET @@execute_mode='online'")
     chunks = [_rows(c) for c in iter_click_chunks(stored, seed=2, chunk_rows=100_000)]

@@ -1,6 +1,13 @@
 """The feature seam: OpenMLDB SQL written once, run on a real cluster or the embedded engine."""
 
-from features.connection import EmbeddedConnection, connect, is_embedded
+from features.connection import (
+    Connection,
+    EmbeddedConnection,
+    classify_store_error,
+    connect,
+    connect_embedded,
+    is_embedded,
+)
 from features.exceptions import (
     FeatureStoreError,
     SQLValidationError,
@@ -8,10 +15,13 @@ from features.exceptions import (
 )
 
 __all__ = [
+    "Connection",
     "EmbeddedConnection",
     "FeatureStoreError",
     "SQLValidationError",
     "UnsupportedStatementError",
+    "classify_store_error",
     "connect",
+    "connect_embedded",
     "is_embedded",
 ]

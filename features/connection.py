@@ -7,13 +7,20 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlparse
 
 from features.embedded import EmbeddedStore, Result, Session
-from features.exceptions import FeatureStoreError, StoreURLError
+from features.exceptions import (
+    CatalogError,
+    DataError,
+    FeatureStoreError,
+    StoreUnavailableError,
+    StoreURLError,
+)
 
 
 class Cursor(Protocol):
@@ -30,8 +37,11 @@ class Cursor(Protocol):
 
 
 class Connection(Protocol):
+    """The connection surface the pipeline uses; `openmldb.dbapi` connections have it too."""
+
     def cursor(self) -> Cursor: ...
     def commit(self) -> None: ...
+    def rollback(self) -> None: ...
     def close(self) -> None: ...
 
 
@@ -121,6 +131,18 @@ class EmbeddedConnection:
     def close(self) -> None:
         self.store.close()
 
+    def begin(self) -> None:
+        """Open the transaction the next statements join (the store's offsets included)."""
+        self.store.begin()
+
+    def stored_offsets(self, consumer_group: str, topic: str) -> dict[int, int]:
+        """The Kafka offsets stored with the rows (exactly-once ingest), by partition."""
+        return self.store.stored_offsets(consumer_group, topic)
+
+    def store_offsets(self, consumer_group: str, topic: str, offsets: Mapping[int, int]) -> None:
+        """Store Kafka offsets in the open transaction, so they commit with the rows."""
+        self.store.store_offsets(consumer_group, topic, offsets)
+
     def __enter__(self) -> EmbeddedConnection:
         return self
 
@@ -128,7 +150,7 @@ class EmbeddedConnection:
         self.close()
 
 
-def connect(url: str, database: str | None = None) -> Any:
+def connect(url: str, database: str | None = None) -> Connection:
     """A DB-API connection for a store URL; `database` is used when the URL names none."""
     parsed = urlparse(url)
     if parsed.scheme == "embedded":
@@ -144,7 +166,16 @@ def connect(url: str, database: str | None = None) -> Any:
         f"unknown feature-store URL {url!r}: use embedded://<dir> or openmldb:///<db>?zk=...")
 
 
-def _connect_openmldb(url: str, database: str | None) -> Any:
+def connect_embedded(url: str, database: str | None = None) -> EmbeddedConnection:
+    """An embedded store's connection, with what only it has (offsets in its transactions)."""
+    if not is_embedded(url):
+        raise StoreURLError(f"not an embedded store URL: {url!r}")
+    connection = connect(url, database)
+    assert isinstance(connection, EmbeddedConnection)
+    return connection
+
+
+def _connect_openmldb(url: str, database: str | None) -> Connection:
     parsed = urlparse(url)
     query = {k: v[0] for k, v in parse_qs(parsed.query).items()}
     db = parsed.path.lstrip("/") or database
@@ -162,8 +193,36 @@ def _connect_openmldb(url: str, database: str | None) -> Any:
     else:
         raise StoreURLError(f"openmldb URL needs ?zk=host:port&zkPath=... or host:port: {url!r}")
     params.update({k: v for k, v in query.items() if k not in {"zk", "zkPath"}})
-    return dbapi.connect(**params)
+    try:
+        connection: Connection = dbapi.connect(**params)
+    except Exception as exc:  # the SDK raises bare Exceptions when ZooKeeper or a tablet is away
+        raise StoreUnavailableError(f"OpenMLDB at {url} does not answer: {exc}") from exc
+    return connection
 
 
 def is_embedded(url: str) -> bool:
     return urlparse(url).scheme == "embedded"
+
+
+def classify_store_error(exc: BaseException) -> FeatureStoreError | None:
+    """What an engine's exception means for the caller, as a FeatureStoreError (transient:
+    StoreUnavailableError; permanent: the others), or None when it is not a store error at
+    all (a bug: let it surface)."""
+    if isinstance(exc, FeatureStoreError):
+        return exc
+    if isinstance(exc, sqlite3.OperationalError) and any(
+            word in str(exc) for word in ("locked", "busy", "disk I/O")):
+        return StoreUnavailableError(f"embedded store busy: {exc}")
+    if isinstance(exc, TimeoutError | ConnectionError):
+        return StoreUnavailableError(f"store unreachable: {exc}")
+    try:
+        from openmldb import dbapi
+    except ImportError:  # pragma: no cover - openmldb is a dependency
+        return None
+    if isinstance(exc, dbapi.OperationalError | dbapi.InterfaceError | dbapi.InternalError):
+        return StoreUnavailableError(f"OpenMLDB: {exc}")
+    if isinstance(exc, dbapi.DataError | dbapi.IntegrityError):
+        return DataError(f"OpenMLDB refused the data: {exc}")
+    if isinstance(exc, dbapi.ProgrammingError | dbapi.NotSupportedError | dbapi.DatabaseError):
+        return CatalogError(f"OpenMLDB: {exc}")
+    return None

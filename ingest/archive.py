@@ -31,8 +31,8 @@ from kafka.consumer.fetcher import ConsumerRecord
 
 from core import events, lake
 from ingest import metrics
+from ingest.exceptions import SinkUnavailableError
 from ingest.kafka_io import Positions, without_refetches
-from ingest.runner import TransientError
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ class LakeSink:
             try:
                 written = self._commit(partition, buffer)
             except OSError as exc:
-                raise TransientError(f"lake write failed: {exc}") from exc
+                raise SinkUnavailableError(f"lake write failed: {exc}") from exc
             del self.buffers[partition]
             positions[partition] = buffer.next_offset
             metrics.WRITE_DURATION.labels(self.name).observe(time.perf_counter() - started)

@@ -13,13 +13,15 @@ from collections import Counter
 from dataclasses import dataclass
 
 from kafka.consumer.fetcher import ConsumerRecord
+from kafka.errors import KafkaError
 
 import features
 from core import events
+from core.exceptions import TransientError
 from features.exceptions import DataError
 from ingest import metrics
+from ingest.exceptions import IngestError, SinkUnavailableError
 from ingest.kafka_io import DeadLetterProducer, PackedRecords, Positions
-from ingest.runner import TransientError
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +63,12 @@ class OnlineTableSink:
     def __init__(self, store_url: str, database: str, table: str, topic: str, group_id: str,
                  dead_letters: DeadLetterProducer) -> None:
         self.topic = topic
+        self.table = table
         self.group_id = group_id
         self.dead_letters = dead_letters
         self.conn = features.connect(store_url, database)
-        self.exactly_once = features.is_embedded(store_url)
+        # Only the embedded store has transactions: it stores the offsets with the rows.
+        self.offsets = self.conn if isinstance(self.conn, features.EmbeddedConnection) else None
         self.cursor = self.conn.cursor()
         self.cursor.execute("SET @@execute_mode='online'")
         columns = ", ".join(events.TABLE_COLUMNS)
@@ -72,9 +76,9 @@ class OnlineTableSink:
         self._invalid: Counter[str] = Counter()  # the batch's dead letters by reason
 
     def resume_positions(self, partitions: list[int]) -> Positions:
-        if not self.exactly_once:
+        if self.offsets is None:
             return {}
-        stored = self.conn.store.stored_offsets(self.group_id, self.topic)
+        stored = self.offsets.stored_offsets(self.group_id, self.topic)
         return {p: o for p, o in stored.items() if p in partitions}
 
     def process(self, records: list[ConsumerRecord]) -> Positions:
@@ -101,11 +105,21 @@ class OnlineTableSink:
         try:
             self.dead_letters.flush()  # dead letters are safe before their offsets commit
             written = self._write(batch, indexes, rows, lowest, positions)
-        except Exception as exc:
-            # Store or broker trouble (locked, unreachable, timed out): retried by the run loop,
-            # with backoff and a metric, rather than crashing or skipping the batch.
+        except KafkaError as exc:  # the dead-letter topic's broker is away
             self.conn.rollback()
-            raise TransientError(f"{type(exc).__name__}: {exc}") from exc
+            raise SinkUnavailableError(f"dead-letter topic: {type(exc).__name__}: {exc}") from exc
+        except Exception as exc:
+            self.conn.rollback()
+            classified = features.classify_store_error(exc)
+            if isinstance(classified, TransientError):
+                # locked, unreachable, timed out: retried by the run loop with backoff and a
+                # metric, rather than crashing or skipping the batch
+                raise SinkUnavailableError(str(classified)) from exc
+            if classified is not None:
+                # a missing table, a refused statement: no retry can help; stop with the cause
+                # (the batch's offsets are not committed, so nothing is lost)
+                raise IngestError(f"online table {self.table}: {classified}") from exc
+            raise  # a bug: surface it with its traceback
         return BatchReport(positions, len(batch), written, dict(self._invalid),
                            time.perf_counter() - started, time.time(),
                            max((row[5] for row in rows), default=0),
@@ -118,10 +132,9 @@ class OnlineTableSink:
         Embedded store: rows at offsets the store already holds are skipped inside the
         transaction. A rebalance can leave this member with polled records of a partition that
         another member has since written; this fence keeps them from being written twice."""
-        if self.exactly_once:
-            store = self.conn.store
-            store.begin()
-            stored = store.stored_offsets(self.group_id, self.topic)
+        if self.offsets is not None:
+            self.offsets.begin()
+            stored = self.offsets.stored_offsets(self.group_id, self.topic)
             if any(offset < stored.get(p, 0) for p, offset in lowest.items()):
                 fresh = [n for n, i in enumerate(indexes)
                          if batch.offsets[i] >= stored.get(batch.partitions[i], 0)]
@@ -134,8 +147,8 @@ class OnlineTableSink:
             self.conn.rollback()
             indexes, rows = self._dead_letter_refused(batch, indexes, rows)
             return self._write(batch, indexes, rows, lowest, positions)
-        if self.exactly_once:
-            self.conn.store.store_offsets(self.group_id, self.topic, positions)
+        if self.offsets is not None:
+            self.offsets.store_offsets(self.group_id, self.topic, positions)
         self.conn.commit()
         return len(rows)
 

@@ -20,6 +20,7 @@ from typing import Protocol
 
 from kafka.consumer.fetcher import ConsumerRecord
 
+from core.exceptions import TransientError
 from ingest import metrics
 from ingest.kafka_io import BatchConsumer, Positions
 
@@ -42,10 +43,6 @@ class Sink(Protocol):
         """Offsets the sink recorded itself, to resume from on assignment."""
 
     def close(self) -> None: ...
-
-
-class TransientError(Exception):
-    """Raised by sinks for errors worth retrying (store locked, broker away)."""
 
 
 @dataclass(frozen=True)

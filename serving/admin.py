@@ -19,8 +19,13 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from core.exceptions import RegistryError
 from serving.errors import APIError, error_response
-from serving.features import FeatureStoreUnavailable
-from serving.model import ModelRejected, NoModelToServe, model_holder
+from serving.exceptions import (
+    FeatureStoreRefused,
+    FeatureStoreUnavailable,
+    ModelRejected,
+    NoModelToServe,
+)
+from serving.model import model_holder
 
 bp = Blueprint("admin", __name__)
 
@@ -54,6 +59,12 @@ def _no_model(error: NoModelToServe) -> Response:
 @bp.errorhandler(FeatureStoreUnavailable)
 def _store_unavailable(error: FeatureStoreUnavailable) -> Response:
     return error_response(503, f"cannot check the model against the feature store: {error}")
+
+
+@bp.errorhandler(FeatureStoreRefused)
+def _store_refused(error: FeatureStoreRefused) -> Response:
+    return error_response(422, f"model rejected, the current model serves on: the feature "
+                               f"store cannot serve its deployment: {error}")
 
 
 @bp.errorhandler(RegistryError)

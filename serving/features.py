@@ -19,19 +19,16 @@ from flask import Flask, current_app
 
 from core import events
 from core.events import TABLE_COLUMNS
-from features import connect
+from core.exceptions import TransientError
+from features import Connection, classify_store_error, connect
 from serving.errors import APIError
-from serving.exceptions import ServingError
+from serving.exceptions import FeatureStoreRefused, FeatureStoreUnavailable
 from serving.metrics import FEATURE_STORE_ERRORS
 
 # Unknown fields are refused: a client's typo should fail loudly.
 _ALLOWED_FIELDS = frozenset(TABLE_COLUMNS)
 
 Event = dict[str, int]  # a request row: TABLE_COLUMNS → value
-
-
-class FeatureStoreUnavailable(ServingError):
-    """The feature store did not answer a request-mode call."""
 
 
 @dataclass(frozen=True)
@@ -67,15 +64,16 @@ class FeatureStore:
         self.url = url
         self._local = threading.local()
 
-    def _connections(self) -> dict[str, Any]:
-        connections: dict[str, Any] | None = getattr(self._local, "connections", None)
+    def _connections(self) -> dict[str, Connection]:
+        connections: dict[str, Connection] | None = getattr(self._local, "connections", None)
         if connections is None:
             connections = self._local.connections = {}
         return connections
 
     def fetch(self, database: str, deployment: str,
               events: Sequence[Mapping[str, int]]) -> FeatureRows:
-        """The deployment's features for each event (none of them is stored)."""
+        """The deployment's features for each event (none of them is stored).
+        FeatureStoreUnavailable when retrying can help, FeatureStoreRefused when it cannot."""
         connections = self._connections()
         try:
             conn = connections.get(database)
@@ -86,7 +84,7 @@ class FeatureStore:
                 cursor = conn.cursor().callproc(deployment, event)
                 row = cursor.fetchone()
                 if row is None:
-                    raise FeatureStoreUnavailable(f"{deployment} returned no row")
+                    raise FeatureStoreRefused(f"{database}.{deployment} returned no row")
                 rows.append(row)
             names = tuple(column[0] for column in cursor.description)
         except Exception as exc:  # each engine raises its own (sqlite3, openmldb, features)
@@ -96,8 +94,16 @@ class FeatureStore:
             if stale is not None:
                 with contextlib.suppress(Exception):
                     stale.close()
-            raise FeatureStoreUnavailable(
-                f"request to {database}.{deployment} failed: {exc}") from exc
+            if isinstance(exc, FeatureStoreRefused):
+                raise
+            classified = classify_store_error(exc)
+            if classified is None:
+                raise  # a bug, not the store's answer
+            if isinstance(classified, TransientError):
+                raise FeatureStoreUnavailable(
+                    f"request to {database}.{deployment} failed: {classified}") from exc
+            raise FeatureStoreRefused(
+                f"request to {database}.{deployment} refused: {classified}") from exc
         return FeatureRows(names, rows)
 
     def output_names(self, database: str, deployment: str) -> tuple[str, ...]:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify
 
-from serving.features import FeatureStoreUnavailable, feature_store
+from serving.exceptions import FeatureStoreRefused, FeatureStoreUnavailable
+from serving.features import feature_store
 from serving.metrics import exposition
 from serving.model import model_holder
 
@@ -24,7 +25,7 @@ def readyz() -> Response:
         return _readiness(503, None, "not checked: no model loaded")
     try:
         feature_store().output_names(model.database, model.deployment)
-    except FeatureStoreUnavailable as exc:
+    except (FeatureStoreUnavailable, FeatureStoreRefused) as exc:
         return _readiness(503, model.version, str(exc))
     return _readiness(200, model.version, "ok")
 

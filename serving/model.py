@@ -34,8 +34,14 @@ from lightgbm.basic import _LIB, _safe_call
 
 from core.exceptions import RegistryError
 from core.registry import LABEL, ModelVersion, Registry
-from serving.exceptions import ServingError
-from serving.features import FeatureRows, FeatureStore, FeatureStoreUnavailable, probe_event
+from serving.exceptions import (
+    FeatureStoreRefused,
+    FeatureStoreUnavailable,
+    ModelMismatch,
+    ModelRejected,
+    NoModelToServe,
+)
+from serving.features import FeatureRows, FeatureStore, probe_event
 from serving.metrics import (
     MODEL_INFO,
     MODEL_LOAD_FAILURES,
@@ -48,14 +54,6 @@ log = logging.getLogger(__name__)
 # LightGBM C API constants (c_api.h: C_API_PREDICT_NORMAL, C_API_DTYPE_FLOAT64).
 _PREDICT_NORMAL = 0
 _DTYPE_FLOAT64 = 1
-
-
-class ModelRejected(ServingError):
-    """A model that cannot serve: unreadable, or not fit for the deployment's features."""
-
-
-class NoModelToServe(ServingError):
-    """The registry has no production model, or no earlier one to roll back to."""
 
 
 class SingleRowPredictor:
@@ -128,7 +126,7 @@ def feature_positions(output: tuple[str, ...], wanted: tuple[str, ...]) -> tuple
     """Where each wanted feature is in the deployment's output (cached: both rarely change)."""
     missing = [name for name in wanted if name not in output]
     if missing:
-        raise FeatureStoreUnavailable(
+        raise ModelMismatch(
             f"the deployment no longer outputs the model's feature(s) {', '.join(missing)}")
     return tuple(output.index(name) for name in wanted)
 
@@ -175,7 +173,8 @@ def _score_cdf(metadata: dict[str, Any], version: str) -> dict[str, float]:
 
 def check_against_deployment(model: LoadedModel, store: FeatureStore) -> None:
     """The model's features are exactly the deployment's output minus the label, and it
-    scores a probe event with a probability. FeatureStoreUnavailable if the check can't run."""
+    scores a probe event with a probability. FeatureStoreUnavailable/Refused if the check
+    cannot run."""
     features = store.fetch(model.database, model.deployment, [probe_event()])
     served = {name for name in features.names if name != LABEL}
     wanted = set(model.feature_names)
@@ -226,7 +225,7 @@ class ModelHolder:
                     self._serve(production)
         except ModelRejected as exc:
             log.error("not serving the production model: %s", exc)
-        except (FeatureStoreUnavailable, RegistryError) as exc:
+        except (FeatureStoreUnavailable, FeatureStoreRefused, RegistryError) as exc:
             if str(exc) != self._last_warning:  # retried every poll: say it once
                 log.warning("cannot load the production model yet: %s", exc)
                 self._last_warning = str(exc)

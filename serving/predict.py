@@ -17,7 +17,8 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from serving.errors import APIError
-from serving.features import Event, FeatureStoreUnavailable, feature_store, parse_event
+from serving.exceptions import FeatureStoreRefused, FeatureStoreUnavailable, ModelMismatch
+from serving.features import Event, feature_store, parse_event
 from serving.metrics import DECISIONS, FEATURE_FETCH_DURATION, INFERENCE_DURATION, SCORES
 from serving.model import feature_positions, model_holder
 
@@ -38,9 +39,13 @@ def predict() -> Response:
     try:
         features = feature_store().fetch(model.database, model.deployment, events)
         matrix = model.matrix(features)
-    except FeatureStoreUnavailable as exc:
+    except FeatureStoreUnavailable as exc:  # locked, unreachable: retrying can help
         current_app.logger.warning("%s", exc)
-        raise APIError(503, "the feature store is unavailable, retry later") from None
+        raise APIError(503, "the feature store is unavailable, retry later",
+                       headers={"Retry-After": "1"}) from None
+    except (FeatureStoreRefused, ModelMismatch) as exc:  # only the operator can fix these
+        current_app.logger.error("cannot score with model %s: %s", model.version, exc)
+        raise APIError(500, f"the server cannot score: {exc}") from None
     fetched = time.perf_counter()
     scores = model.predict(matrix).tolist()
     FEATURE_FETCH_DURATION.observe(fetched - started)

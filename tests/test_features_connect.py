@@ -14,10 +14,10 @@ from features.exceptions import StoreURLError
 
 def test_embedded_urls_absolute_and_relative(tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    absolute = features.connect(f"embedded://{tmp_path / 'a'}")
+    absolute = features.connect_embedded(f"embedded://{tmp_path / 'a'}")
     assert absolute.store.root == tmp_path / "a"
     monkeypatch.chdir(tmp_path)
-    relative = features.connect("embedded://var/store")
+    relative = features.connect_embedded("embedded://var/store")
     assert relative.store.root == Path("var/store")
     assert (tmp_path / "var" / "store" / "online.sqlite3").exists()
     assert features.is_embedded("embedded://x") and not features.is_embedded("openmldb:///d")

@@ -26,7 +26,7 @@ COLUMNS = ["ip", "app", "device", "os", "channel", "click_time", "is_attributed"
 
 def _open(root: Path) -> Any:
     init_store(f"embedded://{root}", "demo_db", "talkingdata", "demo")
-    return features.connect(f"embedded://{root}", "demo_db")
+    return features.connect_embedded(f"embedded://{root}", "demo_db")
 
 
 def test_seed_golden_value_on_empty_table(tmp_path: Path) -> None:
@@ -157,7 +157,7 @@ def test_one_batch_keeps_arrival_order_for_equal_timestamps(tmp_path: Path,
                                                             layout: str) -> None:
     """A clustered table inserts each batch in key order; rows with equal timestamps must
     still count in arrival order, for windows over its key and over other columns."""
-    conn = features.connect(f"embedded://{tmp_path}", "db")
+    conn = features.connect_embedded(f"embedded://{tmp_path}", "db")
     cursor = conn.cursor()
     cursor.execute("CREATE DATABASE db")
     cursor.execute("USE db")
@@ -178,7 +178,7 @@ def test_one_batch_keeps_arrival_order_for_equal_timestamps(tmp_path: Path,
 
 
 def test_clustered_table_rejects_null_keys_and_rowid_table_keeps_them(tmp_path: Path) -> None:
-    conn = features.connect(f"embedded://{tmp_path}", "db")
+    conn = features.connect_embedded(f"embedded://{tmp_path}", "db")
     cursor = conn.cursor()
     cursor.execute("CREATE DATABASE db")
     cursor.execute("USE db")
@@ -271,7 +271,7 @@ def test_rows_are_durable_only_after_commit(tmp_path: Path) -> None:
 
 
 def test_ttl_hides_and_expires_old_rows(tmp_path: Path) -> None:
-    conn = features.connect(f"embedded://{tmp_path}", "db")
+    conn = features.connect_embedded(f"embedded://{tmp_path}", "db")
     cursor = conn.cursor()
     cursor.execute("CREATE DATABASE db")
     cursor.execute("USE db")

@@ -224,3 +224,23 @@ def test_two_consumers_in_one_group_split_the_partitions(pipeline: Pipeline) -> 
     log = (pipeline.root / "ingest.log").read_text()
     assert log.count("partitions assigned") >= 2
     assert pipeline.online_rows() == Counter(_synthetic(20_000, 21))
+
+
+def test_a_catalog_error_stops_ingest_with_one_line_instead_of_retrying(
+        pipeline: Pipeline) -> None:
+    """A missing table is no reason to retry forever: the consumer stops, naming the cause."""
+    _produce(pipeline, 500, seed=21)
+    proc = pipeline.start("ingest", "--until-idle", "30")
+    _wait_for_assignment(pipeline, "ingest", 0)  # after start-up's init_store
+    conn = features.connect(f"embedded://{pipeline.root / 'store'}", "demo_db")
+    try:
+        conn.cursor().execute("DROP DEPLOYMENT demo")
+        conn.cursor().execute("DROP TABLE talkingdata")
+    finally:
+        conn.close()
+    _produce(pipeline, 10, seed=23)
+    assert proc.wait(timeout=60) == 2
+    log = (pipeline.root / "ingest.log").read_text()
+    errors = [line for line in log.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "online table talkingdata" in errors[0], log[-3000:]
+    assert "Traceback" not in log and "retrying" not in log

@@ -13,9 +13,11 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
+import features
 from core.config import ConfigError
 from core.registry import Registry
 from features.connection import EmbeddedCursor
+from features.store import init_store
 from serving import create_app
 from serving.model import LoadedModel, ModelHolder
 from tests.serving_helpers import ADMIN_TOKEN, SEED_EVENT, ServingData, save_model
@@ -425,7 +427,8 @@ def test_update_for_a_missing_deployment_is_refused(client: FlaskClient, tmp_pat
     model_file.write_text(serving_data.model_b)
     response = client.post("/update", headers=ADMIN,
                            json={"model_path": str(model_file), "deployment": "nope"})
-    assert "nope" in _error(response, 503)
+    message = _error(response, 422)  # no retry makes a missing deployment appear: not a 503
+    assert "nope" in message and "model rejected" in message
 
 
 @pytest.mark.parametrize("body, field", [
@@ -493,3 +496,48 @@ def test_reload_serves_the_production_model_now(client: FlaskClient, model_regis
     assert response.status_code == 200
     assert response.json["current"]["version"] == version.version  # type: ignore[index]
     assert _served_version(client) == version.version
+
+
+# --- what a failure means for the client: 503 only when retrying can help ------------------
+
+@pytest.fixture
+def own_store_client(tmp_path: Path, serving_data: ServingData,
+                     model_registry: Registry) -> tuple[FlaskClient, str]:
+    """A client of a server on a store of this test's own (the test changes its catalog)."""
+    store_url = f"embedded://{tmp_path / 'own-store'}"
+    init_store(store_url, "demo_db", "talkingdata", "demo")
+    app = create_app({"TESTING": True, "STORE_URL": store_url,
+                      "MODEL_DIR": str(model_registry.root), "ADMIN_TOKEN": ADMIN_TOKEN,
+                      "MODEL_POLL_INTERVAL": 0})
+    client = app.test_client()
+    assert client.post("/predict", json=SEED_EVENT).status_code == 200
+    return client, store_url
+
+
+def _catalog(store_url: str, *statements: str) -> None:
+    conn = features.connect(store_url, "demo_db")
+    try:
+        for statement in statements:
+            conn.cursor().execute(statement)
+    finally:
+        conn.close()
+
+
+def test_a_dropped_deployment_is_a_500_that_names_it(
+        own_store_client: tuple[FlaskClient, str], caplog: pytest.LogCaptureFixture) -> None:
+    client, store_url = own_store_client
+    _catalog(store_url, "DROP DEPLOYMENT demo")
+    message = _error(client.post("/predict", json=SEED_EVENT), 500)
+    assert "demo_db.demo" in message and "retry" not in message
+    assert "demo_db.demo" in caplog.text  # logged for the operator
+    assert client.get("/readyz").status_code == 503
+
+
+def test_a_deployment_that_lost_the_models_features_is_a_500_mismatch(
+        own_store_client: tuple[FlaskClient, str]) -> None:
+    client, store_url = own_store_client
+    _catalog(store_url, "DROP DEPLOYMENT demo",
+             "DEPLOY demo SELECT app, device, os, channel, hour(click_time) AS hour, "
+             "is_attributed FROM talkingdata")
+    message = _error(client.post("/predict", json=SEED_EVENT), 500)
+    assert "no longer outputs the model's feature(s)" in message and "qty" in message
