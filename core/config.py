@@ -30,6 +30,8 @@ class Settings:
     table: str = "talkingdata"
     deployment: str = "demo"
     port: int = 8881
+    ingest_metrics_port: int = 9101
+    archive_metrics_port: int = 9102
     admin_token: str | None = None
 
     @classmethod
@@ -61,6 +63,8 @@ ENV_VARS: dict[str, str] = {
     "table": "FRAUDFLOW_TABLE",
     "deployment": "FRAUDFLOW_DEPLOYMENT",
     "port": "FRAUDFLOW_PORT",
+    "ingest_metrics_port": "FRAUDFLOW_INGEST_METRICS_PORT",
+    "archive_metrics_port": "FRAUDFLOW_ARCHIVE_METRICS_PORT",
     "admin_token": "FRAUDFLOW_ADMIN_TOKEN",
 }
 

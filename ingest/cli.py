@@ -17,7 +17,8 @@ _until_idle_option = click.option(
     help="Exit once caught up (no lag) and idle this long (tests, demo).")
 _metrics_port_option = click.option(
     "--metrics-port", type=int, default=None,
-    help="Serve Prometheus metrics on this port (0 = off).")
+    help="Serve Prometheus metrics on this port (0 = off) [default: FRAUDFLOW_INGEST_METRICS_PORT "
+         "or 9101 for ingest, FRAUDFLOW_ARCHIVE_METRICS_PORT or 9102 for archive].")
 
 
 @click.command()
@@ -76,7 +77,7 @@ def ingest(ctx: click.Context, topic: str | None, group: str, batch_size: int,
     quiet_kafka_client()
     stats = consumers.run_ingest(settings, topic or settings.topic, group,
                                  BatchPolicy(batch_size, max_latency), until_idle,
-                                 _metrics(metrics_port, 9101))
+                                 _metrics(metrics_port, settings.ingest_metrics_port))
     click.echo(f"ingest: consumed {stats.consumed} messages in {stats.seconds:.1f}s")
 
 
@@ -100,7 +101,7 @@ def archive(ctx: click.Context, topic: str | None, group: str, lake_dir: Path | 
     quiet_kafka_client()
     stats = consumers.run_archive(settings, topic or settings.topic, group,
                                   lake_dir or settings.lake_dir, file_format, flush_seconds,
-                                  until_idle, _metrics(metrics_port, 9102))
+                                  until_idle, _metrics(metrics_port, settings.archive_metrics_port))
     click.echo(f"archive: consumed {stats.consumed} messages in {stats.seconds:.1f}s")
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from prometheus_client import start_http_server
 
 from core.config import Settings
+from core.ports import check_port_free
 from features.store import init_store
 from ingest.archive import LakeSink
 from ingest.kafka_io import BatchConsumer, BatchPolicy, DeadLetterProducer
@@ -34,8 +35,9 @@ def _stop_on_signals() -> threading.Event:
     return stop
 
 
-def _serve_metrics(port: int) -> None:
+def _serve_metrics(port: int, how_to_change: str) -> None:
     if port:
+        check_port_free(port, "metrics endpoint", how_to_change)
         start_http_server(port)
         log.info("metrics on :%d/metrics", port)
 
@@ -55,8 +57,8 @@ def ingest_sink(settings: Settings, topic: str, group: str) -> WriterProcessSink
 
 def run_ingest(settings: Settings, topic: str, group: str, policy: BatchPolicy,
                until_idle_s: float | None, metrics_port: int) -> RunStats:
+    _serve_metrics(metrics_port, "--metrics-port or FRAUDFLOW_INGEST_METRICS_PORT (0 = off)")
     init_store(settings.store_url, settings.database, settings.table, settings.deployment)
-    _serve_metrics(metrics_port)
     stop = _stop_on_signals()
     sink = ingest_sink(settings, topic, group)
     consumer = BatchConsumer(settings.kafka_bootstrap_servers, topic, group, policy,
@@ -67,7 +69,7 @@ def run_ingest(settings: Settings, topic: str, group: str, policy: BatchPolicy,
 def run_archive(settings: Settings, topic: str, group: str, lake_dir: Path, file_format: str,
                 flush_seconds: float, until_idle_s: float | None,
                 metrics_port: int) -> RunStats:
-    _serve_metrics(metrics_port)
+    _serve_metrics(metrics_port, "--metrics-port or FRAUDFLOW_ARCHIVE_METRICS_PORT (0 = off)")
     stop = _stop_on_signals()
     sink = LakeSink(lake_dir, topic, file_format, max_age_s=flush_seconds)
     consumer = BatchConsumer(settings.kafka_bootstrap_servers, topic, group,

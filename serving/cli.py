@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from core.config import ENV_VARS, Settings, get_settings
+from core.ports import check_port_free
 
 GUNICORN_CONFIG = Path(__file__).with_name("gunicorn_conf.py")
 APP_TARGET = "serving:create_app()"
@@ -53,6 +54,8 @@ def serve(ctx: click.Context, host: str, port: int | None, workers: int, threads
     gracefully, SIGHUP reloads the workers."""
     settings = ctx.find_object(Settings) or get_settings()
     port = settings.port if port is None else port
+    check_port_free(port, "predict server", "--port or FRAUDFLOW_PORT",
+                    host="" if host == "0.0.0.0" else host)
     command = gunicorn_command(APP_TARGET, host, port, workers, threads)
     os.execve(command[0], command, server_environment(settings, port))
 

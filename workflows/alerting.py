@@ -23,6 +23,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from core.exceptions import RegistryError
+from core.ports import check_port_free
 from core.registry import Registry
 from workflows.layout import Layout, exclusive_lock, write_json
 
@@ -137,4 +138,6 @@ def write_textfile(layout: Layout, model_dir: Path) -> Path:
 
 def serve(layout: Layout, model_dir: Path, port: int) -> None:
     """Expose the metrics on `port` from a daemon thread."""
+    check_port_free(port, "scheduler metrics endpoint",
+                    "--metrics-port or FRAUDFLOW_WORKFLOW_METRICS_PORT (0 = off)")
     start_http_server(port, registry=_registry(layout, model_dir))

@@ -428,9 +428,11 @@ def _port_free(port: int) -> bool:
 def _check_ports(port: int, controller_port: int) -> None:
     if port == controller_port:
         raise BrokerError(f"the Kafka port and controller port must differ (both {port})")
-    for name, value in (("port", port), ("controller port", controller_port)):
+    for name, value, flag in (("port", port, "--port or KAFKA_BOOTSTRAP_SERVERS"),
+                              ("controller port", controller_port, "--controller-port")):
         if not _port_free(value):
-            raise BrokerError(f"Kafka {name} {HOST}:{value} is already in use by another process")
+            raise BrokerError(f"Kafka {name} {HOST}:{value} is already in use by another "
+                              f"process; choose another with {flag}")
 
 
 def _read_ports(props: Path) -> tuple[int, int]:
