@@ -139,6 +139,17 @@ def test_whole_workflow_on_the_real_samples(tmp_path: Path, env: None) -> None:
         assert Registry(settings.model_dir).production() is not None
 
 
+def test_a_window_without_clicks_says_where_the_data_is(tmp_path: Path, env: None) -> None:
+    settings = settings_in(tmp_path)
+    write_lake(sample_clicks("train_sample_days.csv"), settings.lake_dir)
+    result = _run(settings, "2026120109")  # replaying 2017 clicks with today's window
+    assert result.exit_code == 1, result.output
+    assert "0 clicks in the window 2026-11-27 09:00:00 to 2026-12-01 09:00:00 (UTC+8)" \
+        in result.output
+    assert "clicks from 2017-11-06 16:00:14 to 2017-11-09 15:59:44" in result.output
+    assert "--window-end 2017110916" in result.output
+
+
 def test_a_failing_task_fails_the_run_and_skips_the_rest(tmp_path: Path, env: None) -> None:
     settings = settings_in(tmp_path)  # an empty lake: nothing to train on
     result = _run(settings, "2017110916")
@@ -150,6 +161,7 @@ def test_a_failing_task_fails_the_run_and_skips_the_rest(tmp_path: Path, env: No
     run_dir = settings.var_dir.absolute() / "workflow" / "runs" / str(run["run_id"])
     assert "Traceback" in (run_dir / "train.log").read_text()
     assert "0 clicks in the window" in result.output
+    assert "holds no clicks at all" in result.output
     metrics = (settings.var_dir / "metrics" / "workflow.prom").read_text()
     assert 'fraudflow_workflow_runs_total{outcome="failed"} 1.0' in metrics
     assert "fraudflow_workflow_last_success_timestamp_seconds" not in metrics

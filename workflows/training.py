@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
+from core.clock import wall_clock
 from core.config import Settings
 from core.exceptions import RegistryError
 from core.registry import (
@@ -89,7 +90,29 @@ def read_window(folder: Path, window: Window) -> pd.DataFrame:
     frame = dataset.to_table(filter=in_window).to_pandas()
     if pd.api.types.is_datetime64_any_dtype(frame[TIME_COLUMN]):
         frame[TIME_COLUMN] = frame[TIME_COLUMN].astype("datetime64[ms, UTC]").astype("int64")
+    if frame.empty:
+        raise StepError(f"0 clicks in the window {_span(window.start_ms, window.end_ms)}; "
+                        f"{_data_range(dataset)}")
     return frame
+
+
+def _data_range(dataset: ds.Dataset) -> str:
+    """Where the data is, and how to point a run at it."""
+    times = dataset.to_table(columns=[TIME_COLUMN]).column(TIME_COLUMN)
+    if len(times) == 0:
+        return "the offline table holds no clicks at all: archive and import some first"
+    if pa.types.is_timestamp(times.type):  # a cluster's OUTFILE
+        times = times.cast(pa.timestamp("ms", tz="UTC")).cast(pa.int64())
+    bounds = pc.min_max(times)
+    first, last = int(bounds["min"].as_py()), int(bounds["max"].as_py())
+    suggestion = Window.ending(wall_clock(last + 3_600_000).isoformat(sep=" "), 1).id
+    return (f"the offline table holds clicks from {_span(first, last + 1)}: choose the window "
+            f"with --window-end (e.g. --window-end {suggestion}) and FRAUDFLOW_TRAINING_HOURS")
+
+
+def _span(start_ms: int, end_ms: int) -> str:
+    return (f"{wall_clock(start_ms):%Y-%m-%d %H:%M:%S} to {wall_clock(end_ms):%Y-%m-%d %H:%M:%S}"
+            " (UTC+8)")
 
 
 def split_by_time(frame: pd.DataFrame, window: Window, holdout_fraction: float) -> Split:
