@@ -1,21 +1,37 @@
 # FraudFlow — two commands on a fresh machine: `make demo` (the main job), `make test`.
+# Both do all their own set-up: system packages (scripts/setup-machine), the venv with the
+# locked dependency versions (constraints.txt), the components they start.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup test lint demo up stop bench chaos clean
+.PHONY: setup machine test lint demo up stop bench chaos lock clean
 
-setup: $(VENV)/.installed
+setup: machine $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+machine:
+	@scripts/setup-machine
+
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
 	touch $@
+
+# Re-resolve every dependency to the newest versions pyproject.toml allows and lock them.
+lock:
+	rm -rf .venv-lock
+	$(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/pip install -q --upgrade pip
+	.venv-lock/bin/pip install -q -e '.[dev]'
+	.venv-lock/bin/pip freeze --exclude-editable | grep -v '^-e ' > constraints.txt
+	rm -rf .venv-lock
+	@echo "constraints.txt updated: run make test, then commit it"
 
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/mypy core components features ingest serving workflows monitoring benchmarks fraudflow tests
+	$(BIN)/lint-imports
 
 test: setup lint
 	$(BIN)/pytest -q

@@ -5,6 +5,11 @@ synthetic clicks (with a few malformed events) through Kafka while the ingest an
 consumers run, runs the retraining workflow once, starts the predict server, scores events as
 curl would, and prints a report. The broker, consumers and server keep running afterwards
 (`make stop` stops them); `make up` runs the same stack with the scheduler on its cron.
+
+Each run has its own topic (`clicks-<run id>`) and its own store, lake and model registry
+under `var/demo/runs/<run id>/`, so its report counts this run's events only and a run never
+trains on an earlier run's clicks. On a failure or Ctrl-C the demo stops everything it started
+(the broker too, if it started it) and says where the logs are.
 """
 
 from __future__ import annotations
@@ -18,22 +23,24 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import requests
 from kafka import KafkaAdminClient, KafkaProducer
+from kafka.errors import KafkaError
 from prometheus_client.parser import text_string_to_metric_families
 
+from components.kafka import broker
 from core.config import SAMPLE_DATA_DIR, Settings, get_settings
 from core.exceptions import FraudFlowError
+from core.ports import check_port_free
 
 SAMPLE = SAMPLE_DATA_DIR / "train_sample_days.csv"
 SYNTHETIC_CLICKS = 100_000
 FRESHNESS_CLICKS = 5_000
 FRESHNESS_RATE = 1_000
-INGEST_METRICS_PORT = 9101
-ARCHIVE_METRICS_PORT = 9102
 # The sample and the synthetic clicks end on 2017-11-09 16:00 (UTC+8 wall clock).
 WINDOW_END = "2017-11-09 17:00:00"
 
@@ -43,12 +50,21 @@ class DemoError(FraudFlowError):
 
 
 class Demo:
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.home = settings.var_dir / "demo"
+    def __init__(self, settings: Settings, isolated: bool = True) -> None:
+        """`isolated`: a run of its own (topic, store, lake, registry), as `make demo` runs;
+        else the configured ones, as the long-lived `make up` stack uses."""
+        self.run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") if isolated else "up"
+        self.home = settings.var_dir / "demo" / "runs" / self.run_id
         self.home.mkdir(parents=True, exist_ok=True)
+        self.broker_var_dir = settings.var_dir  # one broker for every run
+        self.settings = settings.with_overrides(
+            topic=f"{settings.topic}-{self.run_id}",
+            store_url=f"embedded://{self.home / 'store'}", lake_dir=self.home / "lake",
+            model_dir=self.home / "models", var_dir=self.home / "var") if isolated else settings
         self.report: dict[str, Any] = {}
         self.step_number = 0
+        self.started_broker = False
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
 
     # --- plumbing ---------------------------------------------------------------------------
 
@@ -64,8 +80,17 @@ class Demo:
 
     def fraudflow(self, *args: str, log: str | None = None) -> subprocess.Popen[bytes]:
         out = (self.home / log).open("ab") if log else None
-        return subprocess.Popen([sys.executable, "-m", "fraudflow", *args],
+        return subprocess.Popen([sys.executable, "-m", "fraudflow", *args], env=self.env,
                                 stdout=out, stderr=subprocess.STDOUT if out else None)
+
+    @property
+    def env(self) -> dict[str, str]:
+        """This run's settings, as the environment of every command it starts."""
+        s = self.settings
+        return {**os.environ, "FRAUDFLOW_TOPIC": s.topic, "FRAUDFLOW_STORE_URL": s.store_url,
+                "FRAUDFLOW_LAKE_DIR": str(s.lake_dir), "FRAUDFLOW_MODEL_DIR": str(s.model_dir),
+                "FRAUDFLOW_VAR_DIR": str(s.var_dir),
+                "KAFKA_BOOTSTRAP_SERVERS": s.kafka_bootstrap_servers}
 
     def run(self, *args: str) -> None:
         proc = self.fraudflow(*args)
@@ -73,26 +98,39 @@ class Demo:
             raise DemoError(f"`fraudflow {' '.join(args)}` exited with {proc.returncode}")
 
     def remember(self, name: str, proc: subprocess.Popen[bytes]) -> None:
-        pids_file = self.home / "pids.json"
+        self.processes[name] = proc
+        pids_file = _pids_file(self.broker_var_dir)
         pids = json.loads(pids_file.read_text()) if pids_file.exists() else {}
         pids[name] = proc.pid
         pids_file.write_text(json.dumps(pids))
 
+    def clean_up(self) -> None:
+        """After a failure or Ctrl-C: stop what this run started, the broker included."""
+        stop(self.broker_var_dir)
+        if self.started_broker:
+            self.run("kafka", "stop", "--var-dir", str(self.broker_var_dir))
+
     # --- steps ------------------------------------------------------------------------------
 
     def start_broker(self) -> None:
-        self.run("kafka", "start")
+        self.started_broker = broker.status(self.broker_var_dir) is None
+        self.run("kafka", "start", "--var-dir", str(self.broker_var_dir))
 
     def init_store(self) -> None:
         self.run("init")
 
     def start_consumers(self) -> None:
-        stop()  # consumers or a server of an earlier demo run
+        stop(self.broker_var_dir)  # consumers or a server of an earlier demo run
+        check_port_free(self.settings.ingest_metrics_port, "ingest metrics",
+                        "FRAUDFLOW_INGEST_METRICS_PORT")
+        check_port_free(self.settings.archive_metrics_port, "archive metrics",
+                        "FRAUDFLOW_ARCHIVE_METRICS_PORT")
         self.remember("ingest", self.fraudflow(
-            "ingest", "--metrics-port", str(INGEST_METRICS_PORT), log="ingest.log"))
+            "ingest", "--metrics-port", str(self.settings.ingest_metrics_port),
+            log="ingest.log"))
         self.remember("archive", self.fraudflow(
-            "archive", "--flush-seconds", "2", "--metrics-port", str(ARCHIVE_METRICS_PORT),
-            log="archive.log"))
+            "archive", "--flush-seconds", "2",
+            "--metrics-port", str(self.settings.archive_metrics_port), log="archive.log"))
 
     def stream(self) -> None:
         self.run("produce", "--input", str(SAMPLE))
@@ -110,15 +148,25 @@ class Demo:
 
     def _wait_caught_up(self, group: str) -> None:
         deadline = time.monotonic() + 300
-        while (lag := _group_lag(self.settings, group)) != 0:
-            if time.monotonic() > deadline:
-                raise DemoError(f"consumer group {group} still {lag} behind after 5 min")
+        lag: int | str = "?"
+        while time.monotonic() < deadline:
+            for name, proc in self.processes.items():
+                if proc.poll() is not None:
+                    raise DemoError(f"`fraudflow {name}` exited with {proc.returncode}; see "
+                                    f"{self.home / (name + '.log')}")
+            try:
+                lag = _group_lag(self.settings, group)
+            except KafkaError as exc:  # a coordinator still loading after a broker start
+                lag = f"unknown ({type(exc).__name__})"
+            if lag == 0:
+                return
             time.sleep(1)
+        raise DemoError(f"consumer group {group} still {lag} behind after 5 min")
 
     def wait_for_consumers(self) -> None:
         for group in ("online-ingest", "archive"):
             self._wait_caught_up(group)
-        ingest = _scrape(INGEST_METRICS_PORT)
+        ingest = _scrape(self.settings.ingest_metrics_port)
         self.report["events_ingested"] = int(
             _sample(ingest, "fraudflow_consumer_rows_written_total"))
         self.report["events_dead_lettered"] = int(
@@ -127,13 +175,13 @@ class Demo:
         self.run("produce", "--synthetic", str(FRESHNESS_CLICKS), "--seed", "43", "--rate",
                  str(FRESHNESS_RATE), "--no-progress")
         self._wait_caught_up("online-ingest")
-        after = _scrape(INGEST_METRICS_PORT)
+        after = _scrape(self.settings.ingest_metrics_port)
         self.report["freshness_p99_seconds"] = _histogram_quantile(
             after, ingest, "fraudflow_consumer_produce_to_write_seconds", 0.99)
         self.report["events_ingested"] += FRESHNESS_CLICKS
         self.report["events_produced"] += FRESHNESS_CLICKS
         self._wait_caught_up("archive")  # it flushes every 2 s: count once all is in the lake
-        archive = _scrape(ARCHIVE_METRICS_PORT)
+        archive = _scrape(self.settings.archive_metrics_port)
         self.report["events_archived"] = int(
             _sample(archive, "fraudflow_consumer_rows_written_total"))
 
@@ -189,6 +237,8 @@ class Demo:
         r = self.report
         metrics = r.get("model_metrics", {})
         print("\n================ FraudFlow demo report ================")
+        print(f"run                    {self.run_id}  (topic {self.settings.topic}; counts "
+              f"are this run's only)")
         print(f"events produced        {r['events_produced']:>10}  "
               f"({r['malformed_injected']} malformed on purpose)")
         print(f"ingested (online)      {r['events_ingested']:>10}")
@@ -208,11 +258,13 @@ class Demo:
         print(f"  → {json.dumps(r['example_reply'])}")
         print("\nwhere to look:")
         print(f"  predict metrics   {self.url}/metrics")
-        print(f"  ingest metrics    http://127.0.0.1:{INGEST_METRICS_PORT}/metrics")
-        print(f"  archive metrics   http://127.0.0.1:{ARCHIVE_METRICS_PORT}/metrics")
+        print(f"  ingest metrics    http://127.0.0.1:{self.settings.ingest_metrics_port}/metrics")
+        print(f"  archive metrics   "
+              f"http://127.0.0.1:{self.settings.archive_metrics_port}/metrics")
         print(f"  training report   {r['report_dir']}/*.png")
         print(f"  workflow runs     {self.settings.var_dir / 'workflow' / 'runs'}")
         print(f"  logs              {self.home}/*.log")
+        print(f"  this run's state  {self.home} (store, lake, models)")
         print("\nstop everything:   make stop")
         (self.home / "report.json").write_text(json.dumps(r, indent=2, default=str))
 
@@ -278,9 +330,13 @@ def _histogram_quantile(after: list[Any], before: list[Any], name: str,
     return float("nan")
 
 
-def stop() -> None:
+def _pids_file(var_dir: Path) -> Path:
+    return var_dir / "demo" / "pids.json"
+
+
+def stop(var_dir: Path) -> None:
     """Stop the consumers and the predict server a demo left running (not the broker)."""
-    pids_file = get_settings().var_dir / "demo" / "pids.json"
+    pids_file = _pids_file(var_dir)
     if not pids_file.exists():
         return
     for pid in json.loads(pids_file.read_text()).values():
@@ -292,7 +348,7 @@ def stop() -> None:
 def up(settings: Settings) -> None:
     """The local stack, long-lived: broker, consumers, predict server, and the scheduler in
     the foreground until Ctrl-C, which stops them all."""
-    demo = Demo(settings)
+    demo = Demo(settings, isolated=False)
     demo.start_broker()
     demo.init_store()
     demo.start_consumers()
@@ -304,19 +360,19 @@ def up(settings: Settings) -> None:
     except KeyboardInterrupt:
         scheduler.wait()
     finally:
-        stop()
-        demo.run("kafka", "stop")
+        demo.clean_up()
 
 
 def main() -> None:
+    settings = get_settings()
     if sys.argv[1:] == ["stop"]:
-        stop()
+        stop(settings.var_dir)
         subprocess.run([sys.executable, "-m", "fraudflow", "kafka", "stop"], check=False)
         return
     if sys.argv[1:] == ["up"]:
-        up(get_settings())
+        up(settings)
         return
-    demo = Demo(get_settings())
+    demo = Demo(settings)
     try:
         demo.step("Kafka broker (KRaft, local)", demo.start_broker)
         demo.step("feature store: table + deployment `demo`", demo.init_store)
@@ -328,8 +384,11 @@ def main() -> None:
         demo.step("predict server", demo.start_server)
         demo.step("scoring clicks over HTTP", demo.score)
         demo.step("report", demo.print_report)
-    except DemoError as exc:
-        print(f"\ndemo failed: {exc}", file=sys.stderr)
+    except (DemoError, KeyboardInterrupt) as exc:
+        why = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"failed: {exc}"
+        print(f"\ndemo {why}\nstopping what it started; logs: {demo.home}/*.log",
+              file=sys.stderr)
+        demo.clean_up()
         sys.exit(1)
 
 
