@@ -31,6 +31,7 @@ from kafka.admin import KafkaAdminClient, NewTopic
 import features
 from components.kafka import broker
 from core import events
+from core.config import get_settings
 from core.registry import Registry
 from fraudflow.demo import wait_ready
 from ingest import producer
@@ -238,7 +239,7 @@ def _load(url: str, stop: threading.Event, outcomes: Counter[str], lock: threadi
 
 
 def main() -> None:
-    root = Path(os.environ.get("FRAUDFLOW_VAR_DIR", "var")).resolve() / "chaos"
+    root = get_settings().var_dir.resolve() / "chaos"
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
     chaos = Chaos(root)
