@@ -24,3 +24,7 @@ class ConfigError(FraudFlowError):
 
 class RegistryError(FraudFlowError):
     """A model version or the production pointer is missing or unreadable."""
+
+
+class LakeError(PermanentError):
+    """The lake's layout marker is unreadable."""

@@ -27,6 +27,7 @@ import pyarrow as pa
 
 from core.clock import UTC8_OFFSET_MS
 from core.events import ID_FIELDS
+from core.exceptions import LakeError
 
 FORMATS = ("parquet", "csv")
 TEMP_SUFFIX = ".tmp"
@@ -70,7 +71,8 @@ class TopicLake:
         except FileNotFoundError:
             return LEGACY_CLOCK if any(self._committed_paths()) else WALL_CLOCK
         except (ValueError, KeyError) as exc:
-            raise ValueError(f"{self.home / MARKER} is unreadable: {exc}") from None
+            raise LakeError(f"{self.home / MARKER} is unreadable ({exc}): it should say "
+                            f'{{"partition_clock": "{WALL_CLOCK}"}} or "{LEGACY_CLOCK}"') from None
 
     def claim(self) -> str:
         """Write the marker unless there is one (the writer's first act); returns the clock."""
