@@ -18,8 +18,8 @@ def test_chaos_suite_loses_nothing_and_fails_no_request(tmp_path: Path) -> None:
     env = {**os.environ, "FRAUDFLOW_VAR_DIR": str(tmp_path)}
     proc = subprocess.run([sys.executable, "-m", "fraudflow.chaos"], env=env,
                           capture_output=True, text=True, timeout=900)
-    report = json.loads((tmp_path / "chaos" / "report.json").read_text())
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads((tmp_path / "chaos" / "report.json").read_text())
     assert report["online_exact"] and report["archive_exact"]
     assert report["online_rows"] == report["events_produced"]
     assert report["distinct_dead_letters"] == report["malformed_injected"]
