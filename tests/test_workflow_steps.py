@@ -187,10 +187,10 @@ def test_gate_rejects_a_candidate_trained_on_shuffled_labels(production: StepCon
     split = split_by_time(frame, ctx.window, 0.2)
     rng = np.random.default_rng(7)
     shuffled = split.train.assign(**{LABEL: rng.permutation(split.train[LABEL].to_numpy())})
-    worse, _ = save_candidate(fit(shuffled, split.feature_names), split, ctx.settings,
-                              ctx.layout, ctx.window)
+    worse, _, _ = save_candidate(fit(shuffled, split.feature_names), split, ctx.settings,
+                                 ctx.layout, ctx.window, 0.05)
 
-    decision = validate(ctx.settings, ctx.layout, ctx.window, auc_floor=0.5, max_auc_drop=0.02)
+    decision = validate(ctx.settings, ctx.layout, ctx.window, workflow_settings(auc_floor=0.5))
     assert not decision.passed
     assert decision.candidate_version == worse.version
     assert decision.production_version == serving.version
