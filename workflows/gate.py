@@ -178,14 +178,16 @@ def _against_production(candidate: Metrics, production: Metrics, candidate_point
                                             f"holdout: within the allowed drop of {drop:.4f}"))
     ours_blocked, theirs_blocked = candidate_point.blocked_share, production_point.blocked_share
     if ours_blocked is not None and theirs_blocked is not None:
-        ok = ours_blocked >= theirs_blocked - workflow.max_blocked_drop
+        shortfall = theirs_blocked - ours_blocked
+        ok = shortfall <= workflow.max_blocked_drop
         checks.append(Check(
             "blocked_vs_production", ok,
             f"losing at most {workflow.max_install_loss:.1%} of the holdout's installs, the "
             f"candidate blocks {ours_blocked:.1%} of its clicks and production "
             f"{production_version} {theirs_blocked:.1%}: "
-            f"{'within' if ok else 'a shortfall beyond'} the allowed "
-            f"{workflow.max_blocked_drop:.1%}"))
+            + (f"within the allowed shortfall of {workflow.max_blocked_drop:.1%}" if ok else
+               f"{shortfall:.1%} fewer, more than the allowed shortfall of "
+               f"{workflow.max_blocked_drop:.1%}")))
     return checks
 
 

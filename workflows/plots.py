@@ -64,7 +64,8 @@ def _roc(path: Path, y: npt.NDArray[np.float64], scores: Mapping[str, npt.ArrayL
         if name in points:
             _mark(axes, roc_position(points[name]), line.get_color(), name)
     axes.plot([0, 1], [0, 1], linestyle="--", color="grey", label="chance")
-    axes.set(xlabel="false positive rate", ylabel="true positive rate",
+    axes.set(xlabel="false positive rate (clicks without install let through)",
+             ylabel="true positive rate (installs let through)",
              title=f"ROC on the holdout ({int(y.sum())} attributed of {len(y)})")
     axes.legend(loc="lower right")
     return _save(figure, path, points)
@@ -81,7 +82,8 @@ def _pr(path: Path, y: npt.NDArray[np.float64], scores: Mapping[str, npt.ArrayLi
         if name in points:
             _mark(axes, pr_position(points[name]), line.get_color(), name)
     axes.axhline(y.mean(), linestyle="--", color="grey", label=f"base rate {y.mean():.4f}")
-    axes.set(xlabel="recall", ylabel="precision", ylim=(0, 1.02),
+    axes.set(xlabel="recall (installs let through)",
+             ylabel="precision (installs among clicks let through)", ylim=(0, 1.02),
              title="Precision-recall on the holdout")
     axes.legend(loc="upper right")
     return _save(figure, path, points)
