@@ -263,8 +263,8 @@ class Demo:
         print(f"predict latency        p50 {r['predict_p50_ms']} ms, p99 {r['predict_p99_ms']} ms "
               f"over {r['predict_requests']} sequential requests")
         print(f"  decisions            {r['requests_blocked']} of {r['predict_requests']} "
-              f"clicks blocked, {r['request_installs_blocked']} of their "
-              f"{r['request_installs']} installs among them (real sample clicks, most of "
+              f"clicks blocked, among them {r['request_installs_blocked']} of the "
+              f"{r['request_installs']} that led to an install (real sample clicks, most of "
               f"them training data: not a holdout figure)")
         print("\nexample (as curl would):")
         print(f"  curl -s '{self.url}/predict?explain=1' -H 'Content-Type: application/json' "
