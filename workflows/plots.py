@@ -110,7 +110,7 @@ def _save(figure: plt.Figure, path: Path,
              for name, point in (points or {}).items()]
     if lines:
         caption = "\n".join(lines)
-        height = 0.16 * caption.count("\n") + 0.3
+        height = 0.13 * (caption.count("\n") + 1) + 0.1  # inches: 7-point lines
         width, plot_height = figure.get_size_inches()
         figure.set_size_inches(width, plot_height + height)
         figure.text(0.02, 0.01, caption, fontsize=7, va="bottom", ha="left")
