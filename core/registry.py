@@ -2,7 +2,8 @@
 
 Layout (`FRAUDFLOW_MODEL_DIR`):
     versions/<version>/model.txt        LightGBM text format
-    versions/<version>/metadata.json    feature names in order, SQL hash, data window, metrics…
+    versions/<version>/metadata.json    feature names in order, SQL hash, data window, metrics,
+                                        the operating point (threshold) chosen on the holdout…
     versions/<version>/report/*.png     plots of the training report (optional)
     production.json                     {"version": …, "history": [{version, promoted_at}, …]}
 
@@ -71,18 +72,107 @@ def holdout_score_cdf(scores: npt.NDArray[np.float64]) -> dict[str, float]:
             for bound, count in zip(bounds, at_or_below, strict=True)}
 
 
+@dataclass(frozen=True)
+class OperatingPoint:
+    """Where a model's score (P(install)) becomes a decision, chosen on its holdout for a
+    business target: block the clicks scored below `threshold`, as many as possible while
+    losing at most `max_install_loss` of the real installs. The holdout counts say how sure
+    the estimate is. `threshold` is None when the holdout had too few installs to honour the
+    target; `refusal` then says why, and no click counts as blocked."""
+
+    max_install_loss: float
+    threshold: float | None
+    holdout_clicks: int
+    holdout_installs: int
+    blocked_clicks: int
+    lost_installs: int
+    refusal: str | None = None
+
+    @property
+    def blocked_share(self) -> float | None:
+        """The share of the holdout's clicks blocked (None when refused)."""
+        if self.threshold is None or not self.holdout_clicks:
+            return None
+        return self.blocked_clicks / self.holdout_clicks
+
+    @property
+    def install_loss(self) -> float | None:
+        """The share of the holdout's installs among the blocked clicks (None when refused)."""
+        if self.threshold is None or not self.holdout_installs:
+            return None
+        return self.lost_installs / self.holdout_installs
+
+    def sentence(self) -> str:
+        """What the point means for an advertiser, in one sentence."""
+        if self.threshold is None:
+            return f"No operating point: {self.refusal}."
+        return (f"Blocking clicks scored below {self.threshold:.4g} blocks "
+                f"{self.blocked_share:.1%} of the holdout's clicks ({self.blocked_clicks:,} of "
+                f"{self.holdout_clicks:,}) and loses {self.install_loss:.1%} of its installs "
+                f"({self.lost_installs} of {self.holdout_installs}; target at most "
+                f"{self.max_install_loss:.1%}).")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"max_install_loss": self.max_install_loss, "threshold": self.threshold,
+                "blocked_share": self.blocked_share, "install_loss": self.install_loss,
+                "holdout_clicks": self.holdout_clicks,
+                "holdout_installs": self.holdout_installs,
+                "blocked_clicks": self.blocked_clicks, "lost_installs": self.lost_installs,
+                "refusal": self.refusal}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> OperatingPoint:
+        """Read `to_dict`'s output back; ValueError says what is wrong with it."""
+        if not isinstance(data, dict):
+            raise ValueError(f"is not an object: {data!r}")
+        counts = {}
+        for name in ("holdout_clicks", "holdout_installs", "blocked_clicks", "lost_installs"):
+            value = data.get(name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{name} {value!r} is not a count")
+            counts[name] = value
+        threshold, loss = data.get("threshold"), data.get("max_install_loss")
+        for name, value in (("threshold", threshold), ("max_install_loss", loss)):
+            if value is not None and not (isinstance(value, int | float)
+                                          and not isinstance(value, bool) and 0 <= value <= 1):
+                raise ValueError(f"{name} {value!r} is not a probability")
+        if loss is None:
+            raise ValueError("max_install_loss is missing")
+        refusal = data.get("refusal")
+        if threshold is None and not isinstance(refusal, str):
+            raise ValueError("has no threshold and no refusal saying why")
+        return cls(max_install_loss=float(loss),
+                   threshold=None if threshold is None else float(threshold),
+                   refusal=refusal if isinstance(refusal, str) else None, **counts)
+
+
 def model_metadata(feature_names: Sequence[str], feature_sql: str, *, database: str,
-                   deployment: str, table: str, **training: Any) -> dict[str, Any]:
+                   deployment: str, table: str, operating_point: OperatingPoint | None = None,
+                   **training: Any) -> dict[str, Any]:
     """The metadata.json of a model version: what serving needs to use the model (features in
-    order, the SQL they come from, where to request them), plus what training measured
-    (`training` keys such as metrics, score_cdf, data_window; absent for imported models).
-    Training, tests and benchmarks all write metadata through this one function."""
+    order, the SQL they come from, where to request them, the operating point it decides
+    at), plus what training measured (`training` keys such as metrics, score_cdf,
+    data_window; absent for imported models). Training, tests and benchmarks all write
+    metadata through this one function."""
     names = list(feature_names)
     return {"feature_names": names,
             "categorical_features": [c for c in CATEGORICAL_FEATURES if c in names],
             "label": LABEL, "sql_hash": sql_hash(feature_sql), "database": database,
             "deployment": deployment, "table": table,
+            **({"operating_point": operating_point.to_dict()} if operating_point else {}),
             **{key: value for key, value in training.items() if value is not None}}
+
+
+def operating_point_of(metadata: Mapping[str, Any]) -> OperatingPoint | None:
+    """The operating point stored in a model's metadata; None for models trained before
+    training chose one. RegistryError when it is there but malformed."""
+    stored = metadata.get("operating_point")
+    if stored is None:
+        return None
+    try:
+        return OperatingPoint.from_dict(stored)
+    except ValueError as exc:
+        raise RegistryError(f"metadata operating_point {exc}") from None
 
 
 class Registry:

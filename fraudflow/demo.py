@@ -36,6 +36,7 @@ from components.kafka import broker
 from core.config import SAMPLE_DATA_DIR, Settings, get_settings
 from core.exceptions import FraudFlowError
 from core.ports import check_port_free
+from core.registry import OperatingPoint
 
 SAMPLE = SAMPLE_DATA_DIR / "train_sample_days.csv"
 SYNTHETIC_CLICKS = 100_000
@@ -195,6 +196,7 @@ class Demo:
                                "metadata.json").read_text())
         self.report["model_version"] = version
         self.report["model_metrics"] = metadata.get("metrics", {})
+        self.report["operating_point"] = metadata.get("operating_point")
         self.report["report_dir"] = str(self.settings.model_dir / "versions" / version / "report")
 
     def start_server(self) -> None:
@@ -214,6 +216,7 @@ class Demo:
         session = requests.Session()
         latencies: list[float] = []
         scores: list[float] = []
+        blocked = {"clicks": 0, "installs": 0}
         for row in clicks.itertuples():
             event = {"ip": row.ip, "app": row.app, "device": row.device, "os": row.os,
                      "channel": row.channel,
@@ -223,10 +226,16 @@ class Demo:
             latencies.append(time.perf_counter() - started)
             reply.raise_for_status()
             scores.append(reply.json()["score"])
+            if reply.json()["decision"] == "fraud":
+                blocked["clicks"] += 1
+                blocked["installs"] += int(row.is_attributed)
         cuts = statistics.quantiles(latencies, n=100)
         self.report["predict_requests"] = len(latencies)
         self.report["predict_p50_ms"] = round(statistics.median(latencies) * 1000, 2)
         self.report["predict_p99_ms"] = round(cuts[98] * 1000, 2)
+        self.report["requests_blocked"] = blocked["clicks"]
+        self.report["request_installs"] = int(clicks["is_attributed"].sum())
+        self.report["request_installs_blocked"] = blocked["installs"]
         seed_event = {"ip": 114904, "app": 11, "device": 1, "os": 15, "channel": 319,
                       "click_time": 1509960088000}
         example = session.post(f"{self.url}/predict?explain=1", json=seed_event, timeout=10)
@@ -250,8 +259,13 @@ class Demo:
         print(f"model                  {r['model_version']}")
         print(f"  holdout AUC          {metrics.get('auc', float('nan')):>10.4f}  "
               "(the gate promoted it)")
+        print(f"  operating point      {_operating_point(r.get('operating_point'))}")
         print(f"predict latency        p50 {r['predict_p50_ms']} ms, p99 {r['predict_p99_ms']} ms "
               f"over {r['predict_requests']} sequential requests")
+        print(f"  decisions            {r['requests_blocked']} of {r['predict_requests']} "
+              f"clicks blocked, among them {r['request_installs_blocked']} of the "
+              f"{r['request_installs']} that led to an install (real sample clicks, most of "
+              f"them training data: not a holdout figure)")
         print("\nexample (as curl would):")
         print(f"  curl -s '{self.url}/predict?explain=1' -H 'Content-Type: application/json' "
               f"-d '{json.dumps(r['example_request'])}'")
@@ -267,6 +281,12 @@ class Demo:
         print(f"  this run's state  {self.home} (store, lake, models)")
         print("\nstop everything:   make stop")
         (self.home / "report.json").write_text(json.dumps(r, indent=2, default=str))
+
+
+def _operating_point(stored: dict[str, Any] | None) -> str:
+    if stored is None:
+        return "none (decides at the default threshold)"
+    return OperatingPoint.from_dict(stored).sentence()
 
 
 def wait_ready(url: str, server: subprocess.Popen[bytes], log: Path,

@@ -108,6 +108,26 @@ SERVING = [
               [Query(rate("fraudflow_decisions_total", "decision"), "{{decision}}")],
               unit="ops"),
     ]),
+    Section("Decisions", [
+        Graph("Blocked share by model version",
+              "Share of each model version's clicks called fraud over the last hour, and the "
+              "share it blocked on its training holdout at the same threshold (absent when "
+              "it decides at an override or the default).",
+              [Query("fraudflow:blocked_share:ratio_rate1h", "{{version}} live (1h)"),
+               Query("max by (version) (fraudflow_model_expected_blocked_share)",
+                     "{{version}} on its holdout")],
+              unit="percentunit"),
+        Graph("Blocked share gap to the holdout",
+              "Live blocked share minus the holdout's, per model version; the alert fires "
+              "beyond ±0.1 with over 1000 decisions an hour.",
+              [Query("fraudflow:blocked_share_gap:1h_vs_expected", "{{version}}")],
+              unit="percentunit", alert_threshold=0.1),
+        Graph("Decision threshold by model version",
+              "The score below which a click is called fraud: the model's operating point "
+              "from training, an override (FRAUDFLOW_PREDICT_THRESHOLD) or the default.",
+              [Query("max by (version) (fraudflow_model_decision_threshold)", "{{version}}")],
+              kind="stat"),
+    ]),
     Section("Scores and model", [
         Graph("Score quantiles",
               "The model's probability that a click is attributed; most are near 0.",

@@ -26,7 +26,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         DEPLOYMENT=settings.deployment,
         MODEL_DIR=str(settings.model_dir),
         ADMIN_TOKEN=settings.admin_token,
-        THRESHOLD=_threshold(os.environ.get(THRESHOLD_ENV, "0.5")),
+        # Unset: each model decides at its own operating point (see serving.model.threshold_for)
+        THRESHOLD=_threshold(os.environ.get(THRESHOLD_ENV, "")),
         MAX_BATCH_SIZE=1000,
         MAX_CONTENT_LENGTH=1024 * 1024,  # a full batch is ~120 kB; larger bodies get a 413
         MODEL_POLL_INTERVAL=1.0,  # seconds between checks of the registry's production pointer
@@ -55,7 +56,9 @@ class _APIRequest(Request):
         raise APIError(400, f"the body is not valid JSON: {e}")
 
 
-def _threshold(raw: str) -> float:
+def _threshold(raw: str) -> float | None:
+    if not raw.strip():
+        return None
     problem = ConfigError(f"{THRESHOLD_ENV} must be a probability in [0, 1], got {raw!r}")
     try:
         value = float(raw)

@@ -13,6 +13,7 @@ import math
 import os
 import time
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 
 from flask import Flask, Response, g, request
 from prometheus_client import (
@@ -54,8 +55,11 @@ INFERENCE_DURATION = Histogram(
 SCORES = Histogram(
     "score", "Scores given: the model's probability that a click is attributed.",
     buckets=SCORE_BUCKETS, namespace=NAMESPACE)
+# By model version too: the share blocked (decision="fraud") per version is what the drift
+# alert compares with the share that version blocked on its holdout.
 DECISIONS = Counter(
-    "decisions_total", "Scored events by decision.", ["decision"], namespace=NAMESPACE)
+    "decisions_total", "Scored events by decision and model version.", ["decision", "version"],
+    namespace=NAMESPACE)
 FEATURE_STORE_ERRORS = Counter(
     "feature_store_errors_total", "Feature-store calls that failed.", namespace=NAMESPACE)
 MODEL_LOAD_FAILURES = Counter(
@@ -76,6 +80,17 @@ MODEL_TRAINED_TIMESTAMP = Gauge(
 # it. livemostrecent: the latest swap wins, so while the workers of a server catch up with the
 # registry the gauge already shows the model they are converging to, never a pointwise mix of
 # two models' CDFs (as max or min would); dead workers drop out as for the gauges above.
+# A model version's threshold and its expected blocked share never change, so the workers'
+# values agree and old versions' series may stay: livemax.
+DECISION_THRESHOLD = Gauge(
+    "model_decision_threshold",
+    "The score below which a model version's clicks are called fraud (blocked).",
+    ["version"], multiprocess_mode="livemax", namespace=NAMESPACE)
+EXPECTED_BLOCKED_SHARE = Gauge(
+    "model_expected_blocked_share",
+    "Share of its holdout's clicks a model version blocked at its operating point (absent "
+    "when it decides at an override or the default threshold).",
+    ["version"], multiprocess_mode="livemax", namespace=NAMESPACE)
 BASELINE_SCORE_CDF_NAME = "model_baseline_score_cdf"
 BASELINE_SCORE_CDF = Gauge(
     BASELINE_SCORE_CDF_NAME,
@@ -113,6 +128,23 @@ def export_baseline_score_cdf(cdf: Mapping[str, float], replaced: Mapping[str, f
         BASELINE_SCORE_CDF.clear()
     for le, fraction in cdf.items():
         BASELINE_SCORE_CDF.labels(le).set(fraction)
+
+
+@lru_cache(maxsize=64)
+def decision_counters(version: str) -> tuple[Counter, Counter]:
+    """The (fraud, ok) decision counters of a model version, looked up once per version."""
+    return DECISIONS.labels(decision="fraud", version=version), \
+        DECISIONS.labels(decision="ok", version=version)
+
+
+def export_decision_baseline(version: str, threshold: float,
+                             expected_blocked_share: float | None) -> None:
+    """Export what a swapped-in model decides at, and start its decision counters at 0 (so a
+    rate over them exists from its first decision on)."""
+    decision_counters(version)
+    DECISION_THRESHOLD.labels(version).set(threshold)
+    if expected_blocked_share is not None:
+        EXPECTED_BLOCKED_SHARE.labels(version).set(expected_blocked_share)
 
 
 class _WithoutUnsetBaselines(Collector):

@@ -7,7 +7,14 @@ and swap too, as they do when the training workflow promotes a model.
 
 Requests read `ModelHolder.current` once and use that object to the end, so a swap never mixes
 two models in one request; a swap is one reference assignment (atomic in CPython), so requests
-never wait on a lock. Loads and swaps are serialized by a lock among themselves.
+never wait on a lock. Loads and swaps are serialized by a lock among themselves. The threshold
+a model decides at is resolved when it is loaded and travels in the same object, so a swap
+switches model and threshold together.
+
+The threshold, by precedence: FRAUDFLOW_PREDICT_THRESHOLD when set (an operator's override,
+for every model); else the model's own operating point, chosen in training on its holdout;
+else, for a model without one (trained before training chose one, or a file given to
+/update), DEFAULT_THRESHOLD.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ from flask import Flask, current_app
 from lightgbm.basic import _LIB, _safe_call
 
 from core.exceptions import RegistryError
-from core.registry import LABEL, ModelVersion, Registry
+from core.registry import LABEL, ModelVersion, OperatingPoint, Registry, operating_point_of
 from serving.exceptions import (
     FeatureStoreRefused,
     FeatureStoreUnavailable,
@@ -47,6 +54,7 @@ from serving.metrics import (
     MODEL_LOAD_FAILURES,
     MODEL_TRAINED_TIMESTAMP,
     export_baseline_score_cdf,
+    export_decision_baseline,
 )
 
 log = logging.getLogger(__name__)
@@ -54,6 +62,14 @@ log = logging.getLogger(__name__)
 # LightGBM C API constants (c_api.h: C_API_PREDICT_NORMAL, C_API_DTYPE_FLOAT64).
 _PREDICT_NORMAL = 0
 _DTYPE_FLOAT64 = 1
+
+#: The threshold of models without an operating point: the rule every model decided by before
+#: training chose one, kept so that such a model decides as it always did. With installs at
+#: ~0.25 % of clicks it calls nearly every click fraud; retrain to get a threshold that means
+#: something.
+DEFAULT_THRESHOLD = 0.5
+#: Where the threshold a model decides at came from (`threshold_source` in replies).
+FROM_OVERRIDE, FROM_MODEL, FROM_DEFAULT = "override", "model", "default"
 
 
 class SingleRowPredictor:
@@ -97,6 +113,11 @@ class LoadedModel:
     source: str  # where it was loaded from, for people
     # Its holdout's score CDF by histogram bound (empty for models trained without one)
     score_cdf: dict[str, float] = field(default_factory=dict, compare=False)
+    # Its operating point from training (None for models trained without one), and the
+    # threshold it decides at, with where that came from (see the module's docstring)
+    operating_point: OperatingPoint | None = None
+    threshold: float = DEFAULT_THRESHOLD
+    threshold_source: str = FROM_DEFAULT
     score_one: SingleRowPredictor = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -115,10 +136,21 @@ class LoadedModel:
         # thousand rows, and the gunicorn workers already keep every core busy.
         return np.asarray(self.booster.predict(matrix, num_threads=1), dtype=np.float64)
 
+    @property
+    def expected_blocked_share(self) -> float | None:
+        """The share of clicks the model blocked on its holdout at the threshold it decides
+        at; None unless it decides at its own operating point."""
+        if self.threshold_source != FROM_MODEL or self.operating_point is None:
+            return None
+        return self.operating_point.blocked_share
+
     def describe(self) -> dict[str, Any]:
+        point = self.operating_point
         return {"version": self.version, "trained_at": self.trained_at.isoformat(),
                 "database": self.database, "deployment": self.deployment,
-                "feature_names": list(self.feature_names), "source": self.source}
+                "feature_names": list(self.feature_names), "source": self.source,
+                "threshold": self.threshold, "threshold_source": self.threshold_source,
+                "operating_point": point.to_dict() if point is not None else None}
 
 
 @lru_cache(maxsize=64)
@@ -131,9 +163,22 @@ def feature_positions(output: tuple[str, ...], wanted: tuple[str, ...]) -> tuple
     return tuple(output.index(name) for name in wanted)
 
 
+def threshold_for(point: OperatingPoint | None,
+                  override: float | None) -> tuple[float, str]:
+    """The threshold a model decides at and where it comes from, by the documented
+    precedence: the override, the model's operating point, the default."""
+    if override is not None:
+        return override, FROM_OVERRIDE
+    if point is not None and point.threshold is not None:
+        return point.threshold, FROM_MODEL
+    return DEFAULT_THRESHOLD, FROM_DEFAULT
+
+
 def parse_model(text: str, metadata: dict[str, Any], version: str, source: str,
-                database: str, deployment: str) -> LoadedModel:
-    """A LightGBM text model with its registry metadata; ModelRejected says what is wrong."""
+                database: str, deployment: str,
+                threshold_override: float | None = None) -> LoadedModel:
+    """A LightGBM text model with its registry metadata, deciding at the threshold
+    `threshold_for` resolves; ModelRejected says what is wrong."""
     try:
         booster = lgb.Booster(model_str=text)
     except lgb.basic.LightGBMError as exc:
@@ -152,11 +197,21 @@ def parse_model(text: str, metadata: dict[str, Any], version: str, source: str,
     except (TypeError, ValueError):
         raise ModelRejected(f"metadata trained_at/created_at {trained!r} is not an ISO "
                             f"time") from None
+    try:
+        point = operating_point_of(metadata)
+    except RegistryError as exc:  # deciding at a wrong threshold is worse than not swapping
+        raise ModelRejected(str(exc)) from None
+    if point is not None and point.threshold is None:
+        log.warning("model %s has no operating point (%s): it decides at the %s threshold",
+                    version, point.refusal, "override" if threshold_override is not None
+                    else f"default {DEFAULT_THRESHOLD}")
+    threshold, threshold_source = threshold_for(point, threshold_override)
     return LoadedModel(
         version=version, booster=booster, feature_names=names,
         database=metadata.get("database") or database,
         deployment=metadata.get("deployment") or deployment,
-        trained_at=trained_at, source=source, score_cdf=_score_cdf(metadata, version))
+        trained_at=trained_at, source=source, score_cdf=_score_cdf(metadata, version),
+        operating_point=point, threshold=threshold, threshold_source=threshold_source)
 
 
 def _score_cdf(metadata: dict[str, Any], version: str) -> dict[str, float]:
@@ -195,11 +250,12 @@ def check_against_deployment(model: LoadedModel, store: FeatureStore) -> None:
 
 class ModelHolder:
     def __init__(self, registry: Registry, store: FeatureStore, database: str,
-                 deployment: str) -> None:
+                 deployment: str, threshold_override: float | None = None) -> None:
         self.registry = registry
         self.store = store
         self.database = database  # for models whose metadata names no deployment
         self.deployment = deployment
+        self.threshold_override = threshold_override  # FRAUDFLOW_PREDICT_THRESHOLD, if set
         self.current: LoadedModel | None = None
         self.previous: LoadedModel | None = None
         self._swap_lock = threading.Lock()
@@ -288,7 +344,7 @@ class ModelHolder:
             if not isinstance(metadata, dict):
                 raise ModelRejected(f"model {version.version}: metadata.json is not an object")
             model = parse_model(text, metadata, version.version, str(version.path),
-                                self.database, self.deployment)
+                                self.database, self.deployment, self.threshold_override)
         check_against_deployment(model, self.store)
         return model
 
@@ -301,7 +357,8 @@ class ModelHolder:
             raise ModelRejected(f"cannot read {path}: {exc}") from None
         metadata = {"database": database, "deployment": deployment,
                     "trained_at": trained_at.isoformat(), "source": str(path)}
-        model = parse_model(text, metadata, "candidate", str(path), database, deployment)
+        model = parse_model(text, metadata, "candidate", str(path), database, deployment,
+                            self.threshold_override)
         check_against_deployment(model, self.store)
         version = self.registry.save(
             text, {**metadata, "feature_names": list(model.feature_names)})
@@ -316,6 +373,7 @@ class ModelHolder:
         MODEL_INFO.labels(model.version, model.trained_at.isoformat()).set(1)
         MODEL_TRAINED_TIMESTAMP.set(model.trained_at.timestamp())
         export_baseline_score_cdf(model.score_cdf, old.score_cdf if old is not None else {})
+        export_decision_baseline(model.version, model.threshold, model.expected_blocked_share)
         self.previous = old
         self.current = model
         self._rejected_version = None
@@ -354,7 +412,8 @@ def init_app(app: Flask) -> None:
     (call after features.init_app)."""
     holder = ModelHolder(Registry(Path(app.config["MODEL_DIR"])),
                          app.extensions["fraudflow.features"],
-                         app.config["DATABASE"], app.config["DEPLOYMENT"])
+                         app.config["DATABASE"], app.config["DEPLOYMENT"],
+                         app.config["THRESHOLD"])
     app.extensions["fraudflow.model"] = holder
     holder.follow_registry()
     interval = float(app.config["MODEL_POLL_INTERVAL"])

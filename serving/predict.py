@@ -1,12 +1,17 @@
 """POST /predict: score one click event, or a JSON array of them.
 
 Reply for one event:
-    {"model_version": "20261128T120000Z-1a2b3c4d", "score": 0.0031, "decision": "fraud"}
+    {"model_version": "20261128T120000Z-1a2b3c4d", "score": 0.0031, "decision": "fraud",
+     "threshold": 0.0042, "threshold_source": "model"}
 and for an array, in its order:
-    {"model_version": "...", "predictions": [{"score": ..., "decision": ...}, ...]}
+    {"model_version": "...", "threshold": ..., "threshold_source": ...,
+     "predictions": [{"score": ..., "decision": ...}, ...]}
 `score` is the model's probability that the click is attributed (leads to an app download),
-as in the seed; `decision` is "fraud" when the score is below the THRESHOLD setting, else
-"ok". With `?explain=1` each prediction also has "features": the model's inputs by name.
+as in the seed; `decision` is "fraud" (block the click) when the score is below `threshold`,
+else "ok". `threshold_source` says where the threshold came from: "model" (the serving model's
+operating point, chosen in training), "override" (FRAUDFLOW_PREDICT_THRESHOLD) or "default"
+(a model without an operating point; see serving.model). With `?explain=1` each prediction
+also has "features": the model's inputs by name.
 """
 
 from __future__ import annotations
@@ -19,13 +24,15 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from serving.errors import APIError
 from serving.exceptions import FeatureStoreRefused, FeatureStoreUnavailable, ModelMismatch
 from serving.features import Event, feature_store, parse_event
-from serving.metrics import DECISIONS, FEATURE_FETCH_DURATION, INFERENCE_DURATION, SCORES
+from serving.metrics import (
+    FEATURE_FETCH_DURATION,
+    INFERENCE_DURATION,
+    SCORES,
+    decision_counters,
+)
 from serving.model import feature_positions, model_holder
 
 bp = Blueprint("predict", __name__)
-
-_FRAUD = DECISIONS.labels(decision="fraud")
-_OK = DECISIONS.labels(decision="ok")
 
 
 @bp.post("/predict")
@@ -51,11 +58,12 @@ def predict() -> Response:
     FEATURE_FETCH_DURATION.observe(fetched - started)
     INFERENCE_DURATION.observe(time.perf_counter() - fetched)
 
-    threshold = current_app.config["THRESHOLD"]
+    threshold = model.threshold  # the model's own: a swap changes both at once
+    frauds, oks = decision_counters(model.version)
     predictions: list[dict[str, Any]] = []
     for score in scores:
         fraud = score < threshold
-        (_FRAUD if fraud else _OK).inc()
+        (frauds if fraud else oks).inc()
         SCORES.observe(score)
         predictions.append({"score": score, "decision": "fraud" if fraud else "ok"})
     if request.args.get("explain", "0").lower() in {"1", "true", "yes"}:
@@ -64,8 +72,10 @@ def predict() -> Response:
             prediction["features"] = {name: row[column] for name, column
                                       in zip(model.feature_names, positions, strict=True)}
     if isinstance(body, list):
-        return jsonify(model_version=model.version, predictions=predictions)
-    return jsonify({"model_version": model.version, **predictions[0]})
+        return jsonify(model_version=model.version, threshold=threshold,
+                       threshold_source=model.threshold_source, predictions=predictions)
+    return jsonify({"model_version": model.version, **predictions[0], "threshold": threshold,
+                    "threshold_source": model.threshold_source})
 
 
 def _events(body: Any) -> list[Event]:

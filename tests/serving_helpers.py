@@ -11,7 +11,7 @@ import lightgbm as lgb
 import requests
 
 from core.config import SAMPLE_DATA_DIR
-from core.registry import ModelVersion, Registry, model_metadata
+from core.registry import ModelVersion, OperatingPoint, Registry, model_metadata
 from features.datagen import read_clicks
 from features.store import feature_sql, init_store, insert_clicks
 from workflows.training import train_on_click_file
@@ -43,12 +43,14 @@ def build_serving_data(root: Path) -> ServingData:
 
 
 def save_model(registry: Registry, model_text: str,
-               score_cdf: dict[str, float] | None = None) -> ModelVersion:
+               score_cdf: dict[str, float] | None = None,
+               operating_point: OperatingPoint | None = None) -> ModelVersion:
     """Store a model with the metadata training writes (not promoted); without `score_cdf`
-    (the holdout's scores), as a model trained before training stored one."""
+    (the holdout's scores) or `operating_point`, as a model trained before training stored
+    them."""
     metadata = model_metadata(lgb.Booster(model_str=model_text).feature_name(),
                               feature_sql(TABLE), database=DATABASE, deployment=DEPLOYMENT,
-                              table=TABLE, score_cdf=score_cdf)
+                              table=TABLE, score_cdf=score_cdf, operating_point=operating_point)
     return registry.save(model_text, metadata)
 
 

@@ -29,7 +29,7 @@ from kafka.admin import NewTopic
 
 from core.events import click_events
 from core.ports import free_port
-from core.registry import Registry
+from core.registry import OperatingPoint, Registry
 from features.datagen import read_clicks
 from ingest import producer
 from monitoring.config import (
@@ -149,9 +149,10 @@ def stack(kafka_broker: KafkaBroker, serving_data: ServingData,
     assert prometheus, "prometheus not found: apt-get install prometheus (.ci/run does)"
     root = tmp_path_factory.mktemp("monitoring")
     registry = Registry(root / "models")
-    # a baseline, so that the score-shift distance is recorded
+    # baselines, so that the score-shift distance and the blocked-share gap are recorded
     registry.promote(save_model(registry, serving_data.model_a, score_cdf={
-        "0.01": 0.9, "0.5": 0.99, "1.0": 1.0, "+Inf": 1.0}).version)
+        "0.01": 0.9, "0.5": 0.99, "1.0": 1.0, "+Inf": 1.0},
+        operating_point=OperatingPoint(0.05, 0.003, 1000, 40, 400, 2)).version)
     topic = _new_topic(kafka_broker)
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_broker.bootstrap_servers,
            "FRAUDFLOW_STORE_URL": f"embedded://{root / 'ingest-store'}",

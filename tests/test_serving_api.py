@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +17,18 @@ from werkzeug.test import TestResponse
 
 import features
 from core.config import ConfigError
-from core.registry import Registry
+from core.registry import ModelVersion, OperatingPoint, Registry, model_metadata
 from features.connection import EmbeddedCursor
-from features.store import init_store
+from features.store import feature_sql, init_store
 from serving import create_app
 from serving.model import LoadedModel, ModelHolder
-from tests.serving_helpers import ADMIN_TOKEN, SEED_EVENT, ServingData, save_model
+from tests.serving_helpers import (
+    ADMIN_TOKEN,
+    SEED_EVENT,
+    ServingData,
+    registry_serving,
+    save_model,
+)
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 FEATURES = ["app", "device", "os", "channel", "hour", "day", "qty", "ip_app_count",
@@ -61,8 +69,10 @@ def test_scores_the_seed_event(client: FlaskClient, model_registry: Registry) ->
     assert response.status_code == 200
     body = response.json
     assert isinstance(body, dict)
-    assert set(body) == {"score", "decision", "model_version"}
+    assert list(body) == ["model_version", "score", "decision", "threshold", "threshold_source"]
     assert 0.0 <= body["score"] <= 1.0
+    # model A has no operating point (trained before training chose one): the default
+    assert (body["threshold"], body["threshold_source"]) == (0.5, "default")
     assert body["decision"] == ("fraud" if body["score"] < 0.5 else "ok")
     production = model_registry.production()
     assert production is not None and body["model_version"] == production.version
@@ -108,9 +118,11 @@ def test_batch_scores_in_order_like_single_events(client: FlaskClient) -> None:
     assert isinstance(body, dict)
     singles = [client.post("/predict?explain=1", json=event).json for event in events]
     assert body["predictions"] == [
-        {k: v for k, v in single.items() if k != "model_version"}  # type: ignore[union-attr]
+        {k: v for k, v in single.items()  # type: ignore[union-attr]
+         if k not in ("model_version", "threshold", "threshold_source")}
         for single in singles]
-    assert body["model_version"] == singles[0]["model_version"]  # type: ignore[index]
+    for key in ("model_version", "threshold", "threshold_source"):
+        assert body[key] == singles[0][key]  # type: ignore[index]
 
 
 def test_batch_limits(client: FlaskClient) -> None:
@@ -214,23 +226,142 @@ def test_one_event_scores_as_lightgbm_scores_a_batch(app: Flask) -> None:
     assert np.allclose(singles, expected, rtol=1e-12, atol=0)
 
 
-def test_threshold_decides(app: Flask, client: FlaskClient) -> None:
-    app.config["THRESHOLD"] = 0.0
-    assert client.post("/predict", json=SEED_EVENT).json["decision"] == "ok"  # type: ignore[index]
-    app.config["THRESHOLD"] = 1.0
-    assert client.post("/predict", json=SEED_EVENT).json["decision"] == "fraud"  # type: ignore[index]
+# --- decisions: the serving model's threshold ---------------------------------------------
+
+def _seed_score(model_text: str, serving_data: ServingData, tmp_path: Path) -> float:
+    """The seed event's score under a model, from a server of its own (default threshold)."""
+    registry, _ = registry_serving(tmp_path / "seed-score", model_text)
+    client = create_app({"STORE_URL": serving_data.store_url, "MODEL_DIR": str(registry.root),
+                         "MODEL_POLL_INTERVAL": 0}).test_client()
+    return float(client.post("/predict", json=SEED_EVENT).json["score"])  # type: ignore[index]
 
 
-def test_threshold_from_the_environment_is_checked(monkeypatch: pytest.MonkeyPatch,
-                                                   serving_data: ServingData,
-                                                   model_registry: Registry) -> None:
+def _point(threshold: float | None, blocked: int = 600) -> OperatingPoint:
+    """An operating point as training stores it: 40 installs, 2 lost, of 1000 clicks."""
+    if threshold is None:
+        return OperatingPoint(0.05, None, 1000, 4, 0, 0, refusal="the holdout has 4 installs")
+    return OperatingPoint(0.05, threshold, 1000, 40, blocked, 2)
+
+
+def _promote(app: Flask, registry: Registry, version: ModelVersion) -> None:
+    registry.promote(version.version)
+    _holder(app).follow_registry()
+
+
+def test_a_model_decides_at_its_own_threshold(app: Flask, client: FlaskClient,
+                                              model_registry: Registry,
+                                              serving_data: ServingData, tmp_path: Path) -> None:
+    score = _seed_score(serving_data.model_b, serving_data, tmp_path)
+    for threshold, decision in ((score * 1.01, "fraud"), (score, "ok"), (score * 0.99, "ok")):
+        _promote(app, model_registry, save_model(model_registry, serving_data.model_b,
+                                                 operating_point=_point(threshold)))
+        body = client.post("/predict", json=SEED_EVENT).json
+        assert isinstance(body, dict)
+        assert body["score"] == score
+        assert (body["threshold"], body["threshold_source"], body["decision"]) == \
+            (threshold, "model", decision)
+        batch = client.post("/predict", json=[SEED_EVENT, SEED_EVENT]).json
+        assert isinstance(batch, dict)
+        assert (batch["threshold"], batch["threshold_source"]) == (threshold, "model")
+        assert [p["decision"] for p in batch["predictions"]] == [decision] * 2
+
+
+def test_the_environment_overrides_every_models_threshold(
+        monkeypatch: pytest.MonkeyPatch, serving_data: ServingData,
+        model_registry: Registry) -> None:
+    with_point = save_model(model_registry, serving_data.model_b, operating_point=_point(0.0))
+    model_registry.promote(with_point.version)
     config = {"STORE_URL": serving_data.store_url, "MODEL_DIR": str(model_registry.root),
               "MODEL_POLL_INTERVAL": 0}
-    monkeypatch.setenv("FRAUDFLOW_PREDICT_THRESHOLD", "0.01")
-    assert create_app(config).config["THRESHOLD"] == 0.01
-    monkeypatch.setenv("FRAUDFLOW_PREDICT_THRESHOLD", "high")
-    with pytest.raises(ConfigError, match="FRAUDFLOW_PREDICT_THRESHOLD"):
-        create_app(config)
+    monkeypatch.setenv("FRAUDFLOW_PREDICT_THRESHOLD", "1")
+    body = create_app(config).test_client().post("/predict", json=SEED_EVENT).json
+    assert isinstance(body, dict)
+    assert (body["threshold"], body["threshold_source"], body["decision"]) == \
+        (1.0, "override", "fraud")
+    monkeypatch.setenv("FRAUDFLOW_PREDICT_THRESHOLD", "")  # unset: the model's own again
+    body = create_app(config).test_client().post("/predict", json=SEED_EVENT).json
+    assert isinstance(body, dict)
+    assert (body["threshold"], body["threshold_source"], body["decision"]) == \
+        (0.0, "model", "ok")
+    for bad in ("high", "1.5", "nan"):
+        monkeypatch.setenv("FRAUDFLOW_PREDICT_THRESHOLD", bad)
+        with pytest.raises(ConfigError, match="FRAUDFLOW_PREDICT_THRESHOLD"):
+            create_app(config)
+
+
+def test_a_model_without_a_threshold_decides_at_the_default(
+        app: Flask, client: FlaskClient, model_registry: Registry,
+        serving_data: ServingData) -> None:
+    """Models trained before training chose an operating point, and those whose holdout had
+    too few installs to choose one, decide as every model did before: below 0.5."""
+    for point in (None, _point(None)):
+        _promote(app, model_registry, save_model(model_registry, serving_data.model_b,
+                                                 operating_point=point))
+        body = client.post("/predict", json=SEED_EVENT).json
+        assert isinstance(body, dict)
+        assert (body["threshold"], body["threshold_source"]) == (0.5, "default")
+        assert body["decision"] == ("fraud" if body["score"] < 0.5 else "ok")
+        served = client.get("/models", headers=ADMIN).json
+        assert isinstance(served, dict)
+        assert served["current"]["operating_point"] == (point.to_dict() if point else None)
+
+
+def test_a_model_with_a_malformed_threshold_is_refused(client: FlaskClient,
+                                                       model_registry: Registry,
+                                                       serving_data: ServingData) -> None:
+    old = _served_version(client)
+    bad = model_metadata(FEATURES, feature_sql("talkingdata"), database="demo_db",
+                         deployment="demo", table="talkingdata")
+    bad["operating_point"] = {**_point(0.01).to_dict(), "threshold": 2.0}
+    version = model_registry.save(serving_data.model_b, bad)
+    response = client.post("/update", headers=ADMIN, json={"model_path": str(version.path)})
+    assert "threshold 2.0 is not a probability" in _error(response, 422)
+    assert _served_version(client) == old
+
+
+def test_a_swap_switches_model_and_threshold_together(app: Flask, model_registry: Registry,
+                                                      serving_data: ServingData) -> None:
+    """Under concurrent requests, every reply decides with the threshold of the model that
+    scored it, while the served model swaps back and forth."""
+    thresholds = {0.2: serving_data.model_a, 0.9: serving_data.model_b}
+    versions = {save_model(model_registry, text, operating_point=_point(t)).version: t
+                for t, text in thresholds.items()}
+    stop = threading.Event()
+    replies: list[dict[str, Any]] = []
+    failures: list[str] = []
+
+    def send() -> None:
+        client = app.test_client()
+        while not stop.is_set():
+            response = client.post("/predict", json=[SEED_EVENT, {**SEED_EVENT, "app": 3}])
+            if response.status_code != 200:
+                failures.append(response.text)
+            else:
+                replies.append(response.json)  # type: ignore[arg-type]
+
+    senders = [threading.Thread(target=send) for _ in range(3)]
+    for sender in senders:
+        sender.start()
+    try:
+        for _ in range(10):
+            for version in versions:
+                model_registry.promote(version)
+                _holder(app).follow_registry()
+                time.sleep(0.02)
+    finally:
+        stop.set()
+        for sender in senders:
+            sender.join(timeout=10)
+    assert failures == []
+    seen = {reply["model_version"] for reply in replies}
+    assert set(versions) <= seen, "the swaps did not interleave with the requests"
+    for reply in replies:
+        if reply["model_version"] not in versions:
+            continue  # model A of the fixture, before the first swap
+        threshold = versions[reply["model_version"]]
+        assert (reply["threshold"], reply["threshold_source"]) == (threshold, "model")
+        assert [p["decision"] for p in reply["predictions"]] == \
+            ["fraud" if p["score"] < threshold else "ok" for p in reply["predictions"]]
 
 
 # --- probes and metrics ---------------------------------------------------------------------
@@ -265,10 +396,35 @@ def test_metrics_follow_the_requests(client: FlaskClient) -> None:
                    "fraudflow_feature_fetch_duration_seconds_count",
                    "fraudflow_inference_duration_seconds_count",
                    'fraudflow_score_bucket{le="0.01"}',
-                   'fraudflow_decisions_total{decision="fraud"}',
+                   'fraudflow_decisions_total{decision="fraud",version="',
                    "fraudflow_model_trained_timestamp_seconds",
                    "fraudflow_model_info{"):
         assert sample in text, sample
+
+
+def test_metrics_count_decisions_per_model_version(app: Flask, client: FlaskClient,
+                                                   model_registry: Registry,
+                                                   serving_data: ServingData) -> None:
+    def decisions(version: str) -> dict[str, float]:
+        return {decision: _metric(client, f'fraudflow_decisions_total{{decision="{decision}",'
+                                          f'version="{version}"}}')
+                for decision in ("fraud", "ok")}
+
+    old = _served_version(client)
+    assert _metric(client, f'fraudflow_model_decision_threshold{{version="{old}"}}') == 0.5
+    # it decides at the default threshold: no expected share to compare with
+    assert f'fraudflow_model_expected_blocked_share{{version="{old}"}}' not in \
+        client.get("/metrics").text
+    new = save_model(model_registry, serving_data.model_b,
+                     operating_point=_point(1.0, blocked=600)).version
+    _promote(app, model_registry, model_registry.get(new))
+    assert decisions(new) == {"fraud": 0, "ok": 0}  # present from the swap on
+    before_old = decisions(old)
+    client.post("/predict", json=[SEED_EVENT] * 3)  # all below 1.0: fraud
+    assert decisions(new) == {"fraud": 3, "ok": 0}
+    assert decisions(old) == before_old
+    assert _metric(client, f'fraudflow_model_decision_threshold{{version="{new}"}}') == 1.0
+    assert _metric(client, f'fraudflow_model_expected_blocked_share{{version="{new}"}}') == 0.6
 
 
 def test_metrics_export_the_served_models_score_baseline(client: FlaskClient,

@@ -75,7 +75,8 @@ def test_predict_and_bad_input_over_http(server: Server) -> None:
     response = requests.post(url, json=SEED_EVENT, timeout=5)
     assert response.status_code == 200
     assert response.headers["Content-Type"] == "application/json"
-    assert set(response.json()) == {"model_version", "score", "decision"}
+    assert set(response.json()) == {"model_version", "score", "decision", "threshold",
+                                    "threshold_source"}
     batch = requests.post(url, json=[SEED_EVENT] * 3, timeout=5)
     assert len(batch.json()["predictions"]) == 3
 
@@ -103,14 +104,23 @@ def test_metrics_add_up_the_workers(server: Server) -> None:
         found = sample.search(server.metrics())
         return float(found.group(1)) if found else 0.0
 
-    before = predictions_answered()
+    def decisions_of(version: str) -> float:
+        found = re.findall(rf'^fraudflow_decisions_total\{{decision="(?:fraud|ok)",'
+                           rf'version="{version}"\}} (\S+)$', server.metrics(), re.MULTILINE)
+        return sum(map(float, found))
+
+    version = requests.post(f"{server.url}/predict", json=SEED_EVENT, timeout=5) \
+        .json()["model_version"]
+    before, decided_before = predictions_answered(), decisions_of(version)
     with ThreadPoolExecutor(4) as pool:  # concurrent, so both workers take a share
         statuses = list(pool.map(lambda _: requests.post(f"{server.url}/predict",
                                                          json=SEED_EVENT, timeout=5).status_code,
                                  range(60)))
     assert statuses == [200] * 60
     assert predictions_answered() == before + 60
+    assert decisions_of(version) == decided_before + 60  # per model version, all workers
     assert len(server.versions_by_worker()) == WORKERS  # one model_info series per worker
+    assert f'fraudflow_model_decision_threshold{{version="{version}"}} 0.5' in server.metrics()
 
 
 def test_model_swap_under_load_fails_no_request(server: Server, serving_data: ServingData,

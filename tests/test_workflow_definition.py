@@ -152,8 +152,10 @@ def test_settings_from_env() -> None:
     settings = WorkflowSettings.from_env({
         "FRAUDFLOW_AUC_FLOOR": "0.8", "FRAUDFLOW_MAX_AUC_DROP": "0.005",
         "FRAUDFLOW_PREDICT_URLS": "http://a:8881, http://b:8881/update,",
-        "FRAUDFLOW_WORKFLOW_CRON": "0 30 * ? * MON-FRI *", "FRAUDFLOW_TRAINING_HOURS": "48"})
+        "FRAUDFLOW_WORKFLOW_CRON": "0 30 * ? * MON-FRI *", "FRAUDFLOW_TRAINING_HOURS": "48",
+        "FRAUDFLOW_MAX_INSTALL_LOSS": "0.1", "FRAUDFLOW_MAX_BLOCKED_DROP": "0.05"})
     assert (settings.auc_floor, settings.max_auc_drop) == (0.8, 0.005)
+    assert (settings.max_install_loss, settings.max_blocked_drop) == (0.1, 0.05)
     assert settings.predict_urls == ("http://a:8881", "http://b:8881/update")
     assert (settings.cron, settings.training_hours) == ("0 30 * ? * MON-FRI *", 48)
     assert WorkflowSettings.from_env({}) == WorkflowSettings()
@@ -161,6 +163,9 @@ def test_settings_from_env() -> None:
 
 @pytest.mark.parametrize(("name", "value", "message"), [
     ("FRAUDFLOW_AUC_FLOOR", "1.5", "out of range"),
+    ("FRAUDFLOW_MAX_INSTALL_LOSS", "0", "out of range"),
+    ("FRAUDFLOW_MAX_INSTALL_LOSS", "1", "out of range"),
+    ("FRAUDFLOW_MAX_PR_AUC_DROP", "-0.1", "out of range"),
     ("FRAUDFLOW_HOLDOUT_FRACTION", "0", "out of range"),
     ("FRAUDFLOW_TRAINING_HOURS", "many", "must be a number"),
     ("FRAUDFLOW_WORKFLOW_CRON", "0 2 * * *", "needs 7 fields"),

@@ -43,7 +43,8 @@ from workflows.window import SCHEDULE_TIMEZONE
 # configuration that was submitted. Secrets (the admin token) stay in the worker's environment.
 _SHARED_EXPORTS = ("store_url", "var_dir", "lake_dir", "model_dir", "database", "table",
                    "deployment")
-_WORKFLOW_EXPORTS = ("auc_floor", "max_auc_drop", "training_hours", "holdout_fraction",
+_WORKFLOW_EXPORTS = ("auc_floor", "max_auc_drop", "max_install_loss", "max_pr_auc_drop",
+                     "max_blocked_drop", "training_hours", "holdout_fraction",
                      "predict_urls", "publish_retries", "publish_timeout_seconds")
 # Shown for an embedded store, which no DolphinScheduler OpenMLDB task can reach.
 _PLACEHOLDER_ZOOKEEPER = ("127.0.0.1:2181", "/openmldb")

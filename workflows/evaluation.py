@@ -1,4 +1,5 @@
-"""Binary-classifier metrics on a holdout: ROC AUC, average precision, log loss, curves.
+"""Binary-classifier metrics on a holdout: ROC AUC, average precision, log loss, curves, and
+the operating point that turns scores into decisions.
 
 Written on numpy (scikit-learn is not a dependency); the definitions are scikit-learn's:
 AUC with tied scores counted half, average precision as the step-wise area under the PR curve.
@@ -6,11 +7,14 @@ AUC with tied scores counted half, average precision as the step-wise area under
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+
+from core.registry import OperatingPoint
 
 Array = npt.NDArray[np.float64]
 _EPS = 1e-15
@@ -83,3 +87,42 @@ def precision_recall_curve(y: Array, p: Array) -> tuple[Array, Array, Array]:
     precision = tps / (tps + fps)
     recall = tps / tps[-1]
     return np.r_[1.0, precision], np.r_[0.0, recall], thresholds
+
+
+def choose_operating_point(labels: npt.ArrayLike, scores: npt.ArrayLike,
+                           max_install_loss: float) -> OperatingPoint:
+    """The highest threshold that loses at most `max_install_loss` of the holdout's installs
+    (a click is blocked when its score is below the threshold): the score of the (k+1)-th
+    lowest-scoring install, k = the installs the target lets go. No threshold blocks more
+    clicks without losing more installs.
+
+    Refused (threshold None, the reason stated) when the target lets no install go, i.e. the
+    holdout has fewer than 1/max_install_loss installs: the threshold would hang on the single
+    lowest-scoring install, and a loss of 0 of so few says nothing about new clicks."""
+    if not 0 < max_install_loss < 1:
+        raise ValueError(f"max_install_loss must be in (0, 1), got {max_install_loss}")
+    y = np.asarray(labels, dtype=np.float64)
+    p = np.asarray(scores, dtype=np.float64)
+    installs = int(y.sum())
+    # The epsilon keeps 0.29 * 100 (28.999999999999996 in floats) at 29.
+    allowed = math.floor(max_install_loss * installs + 1e-9)
+    if allowed == 0:
+        needed = math.ceil(1 / max_install_loss - 1e-9)
+        lose_one = f"losing one is {1 / installs:.1%}" if installs else "there is none to lose"
+        return OperatingPoint(
+            max_install_loss, None, len(y), installs, 0, 0,
+            refusal=(f"the holdout has {installs} install(s) among {len(y)} clicks: "
+                     f"{lose_one}, beyond the target of at most {max_install_loss:.1%}; "
+                     f"choosing a threshold needs at least {needed} installs (a longer "
+                     f"training window, a larger holdout fraction, or a looser target)"))
+    threshold = float(np.sort(p[y == 1])[allowed])
+    return point_at(y, p, threshold, max_install_loss)
+
+
+def point_at(labels: npt.ArrayLike, scores: npt.ArrayLike, threshold: float,
+             max_install_loss: float) -> OperatingPoint:
+    """What a given threshold does on a labelled set of clicks."""
+    y = np.asarray(labels, dtype=np.float64)
+    blocked = np.asarray(scores, dtype=np.float64) < threshold
+    return OperatingPoint(max_install_loss, threshold, len(y), int(y.sum()),
+                          int(blocked.sum()), int(y[blocked].sum()))

@@ -43,17 +43,18 @@ def _import(ctx: StepContext) -> StepResult:
 
 
 def _train(ctx: StepContext) -> StepResult:
-    version, metrics = train(ctx.settings, ctx.layout, ctx.window, ctx.workflow.holdout_fraction)
+    version, metrics, point = train(ctx.settings, ctx.layout, ctx.window,
+                                    ctx.workflow.holdout_fraction, ctx.workflow.max_install_loss)
     auc = "undefined" if metrics.auc is None else f"{metrics.auc:.4f}"
     return StepResult(f"candidate {version.version}: holdout AUC {auc}, {metrics.rows} rows, "
-                      f"{metrics.positives} attributed")
+                      f"{metrics.positives} attributed. {point.sentence()}")
 
 
 def _validate(ctx: StepContext) -> StepResult:
-    decision = validate(ctx.settings, ctx.layout, ctx.window, ctx.workflow.auc_floor,
-                        ctx.workflow.max_auc_drop)
+    decision = validate(ctx.settings, ctx.layout, ctx.window, ctx.workflow)
     why = "; ".join(decision.reasons or decision.notes) or "all checks passed"
-    return StepResult(f"{decision.outcome}: {why}", {GATE_PARAM: decision.outcome})
+    return StepResult(f"{decision.outcome} ({decision.decided_by}): {why}",
+                      {GATE_PARAM: decision.outcome})
 
 
 def _load_online(ctx: StepContext) -> StepResult:

@@ -2,6 +2,8 @@
 
 The newest `holdout_fraction` of the window's clicks is held out (never seen in training) and
 kept as the window's holdout, on which the gate later scores candidate and production alike.
+The candidate's operating point (the threshold the predict server decides at) is chosen on the
+holdout for the install-loss target and stored in its metadata.
 """
 
 from __future__ import annotations
@@ -30,13 +32,14 @@ from core.registry import (
     CATEGORICAL_FEATURES,
     LABEL,
     ModelVersion,
+    OperatingPoint,
     Registry,
     holdout_score_cdf,
     model_metadata,
 )
 from features.connection import connect
 from features.store import feature_sql
-from workflows.evaluation import Metrics, evaluate
+from workflows.evaluation import Metrics, choose_operating_point, evaluate
 from workflows.exceptions import StepError
 from workflows.layout import Layout, read_json, write_json
 from workflows.plots import write_report
@@ -154,11 +157,17 @@ def load_model(version: ModelVersion) -> lgb.Booster:
 
 
 def save_candidate(model: lgb.Booster, split: Split, settings: Settings, layout: Layout,
-                   window: Window) -> tuple[ModelVersion, Metrics]:
-    """Score the holdout, draw the report, store the version in the registry and record it as
-    this window's candidate (with the holdout the gate will score it on)."""
+                   window: Window,
+                   max_install_loss: float) -> tuple[ModelVersion, Metrics, OperatingPoint]:
+    """Score the holdout, choose the operating point, draw the report, store the version in
+    the registry and record it as this window's candidate (with the holdout the gate will
+    score it on). Too few installs for the target: the operating point is a refusal (stored,
+    and the gate rejects the candidate for it)."""
     scores = predict(model, split.holdout, split.feature_names)
     metrics = evaluate(split.holdout[LABEL], scores)
+    point = choose_operating_point(split.holdout[LABEL], scores, max_install_loss)
+    if point.threshold is None:
+        log.warning("candidate without an operating point: %s", point.refusal)
     importance = dict(zip(split.feature_names,
                           model.feature_importance("gain").astype(float).tolist(), strict=True))
     metadata = model_metadata(
@@ -166,6 +175,7 @@ def save_candidate(model: lgb.Booster, split: Split, settings: Settings, layout:
         deployment=deployment_name(settings), table=settings.table,
         data_window={**window.describe(),
                      "holdout_from_ms": int(split.holdout[TIME_COLUMN].iloc[0])},
+        operating_point=point,
         metrics=metrics.to_dict(),
         score_cdf=holdout_score_cdf(scores),
         training={"rows": len(split.train), "positives": int(split.train[LABEL].sum()),
@@ -173,36 +183,40 @@ def save_candidate(model: lgb.Booster, split: Split, settings: Settings, layout:
         feature_importance_gain=importance)
     registry = Registry(settings.model_dir)
     text = model.model_to_string()
-    version = _identical_version(registry, text, layout, window)
+    version = _identical_version(registry, text, metadata["operating_point"], layout, window)
     if version is None:
         with tempfile.TemporaryDirectory() as report:
-            write_report(Path(report), split.holdout[LABEL], {"candidate": scores}, importance)
+            write_report(Path(report), split.holdout[LABEL], {"candidate": scores}, importance,
+                         {"candidate": point} if point.threshold is not None else {})
             version = registry.save(text, metadata, Path(report))
     layout.work(window.id).mkdir(parents=True, exist_ok=True)
     split.holdout.to_parquet(layout.holdout(window.id), index=False)
     write_json(layout.candidate(window.id), {"version": version.version, "window": window.id,
-                                             "metrics": metrics.to_dict()})
-    return version, metrics
+                                             "metrics": metrics.to_dict(),
+                                             "operating_point": point.to_dict()})
+    return version, metrics, point
 
 
-def _identical_version(registry: Registry, text: str, layout: Layout,
-                       window: Window) -> ModelVersion | None:
-    """The window's earlier candidate or the production model if it is this very model: a
-    re-run on the same data trains the same model, which needs no new version (nor a new
-    promotion)."""
+def _identical_version(registry: Registry, text: str, operating_point: dict[str, Any],
+                       layout: Layout, window: Window) -> ModelVersion | None:
+    """The window's earlier candidate or the production model if it is this very model at the
+    same operating point: a re-run on the same data trains the same model, which needs no new
+    version (nor a new promotion), unless the install-loss target changed."""
     known = [registry.production()]
     if layout.candidate(window.id).exists():
         with contextlib.suppress(RegistryError):
             known.append(registry.get(read_json(layout.candidate(window.id), "train")["version"]))
-    return next((v for v in known if v is not None and v.model_file.read_text() == text), None)
+    return next((v for v in known if v is not None and v.model_file.read_text() == text
+                 and v.metadata.get("operating_point") == operating_point), None)
 
 
-def train(settings: Settings, layout: Layout, window: Window,
-          holdout_fraction: float) -> tuple[ModelVersion, Metrics]:
+def train(settings: Settings, layout: Layout, window: Window, holdout_fraction: float,
+          max_install_loss: float) -> tuple[ModelVersion, Metrics, OperatingPoint]:
     split = split_by_time(read_window(layout.features(window.id), window), window,
                           holdout_fraction)
     log.info("training on %d rows, holding out %d", len(split.train), len(split.holdout))
-    return save_candidate(fit(split.train, split.feature_names), split, settings, layout, window)
+    return save_candidate(fit(split.train, split.feature_names), split, settings, layout,
+                          window, max_install_loss)
 
 
 def train_on_click_file(store_url: str, clicks_file: Path, database: str, table: str,
