@@ -149,9 +149,12 @@ class BatchEngine:
         """As the engine reports them, e.g. ``Spark: 3.2.1, OpenMLDB: 0.9.0-0c10b16``."""
         return str(self.openmldb.version()).strip()
 
-    def register(self, name: str, frame: Any) -> None:
-        """Make a pyspark DataFrame a table of the engine's SQL."""
+    def register(self, name: str, frame: Any, db: str | None = None) -> None:
+        """Make a pyspark DataFrame a table of the engine's SQL (in database `db` too, for
+        queries that name it)."""
         self.openmldb.registerTable(name, frame._jdf)
+        if db is not None:
+            self.openmldb.registerTable(db, name, frame._jdf)
 
     def sql(self, text: str) -> Any:
         """Run OpenMLDB SQL on the registered tables; a pyspark DataFrame (lazy, as Spark's)."""
@@ -226,7 +229,7 @@ def start(master: str = DEFAULT_MASTER, *, driver_memory: str = "1g",
     os.environ.setdefault("GLOG_minloglevel", "2")
     began = time.monotonic()
     try:
-        spark = builder.getOrCreate()
+        spark: Any = builder.getOrCreate()
         jvm = spark._jvm
         openmldb = jvm.com._4paradigm.openmldb.batch.api.OpenmldbSession(spark._jsparkSession)
     except Exception as exc:
