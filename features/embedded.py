@@ -619,7 +619,7 @@ class EmbeddedStore:
                              for c in schema.columns)
             source = f"(SELECT {cols}, CAST(NULL AS BIGINT) AS {SEQ} WHERE false)"
         # Files need no row order (readers sort by what they need); results keep storage order.
-        query = build_query(stmt, source, output, schema.column_names,
+        query = build_query(stmt, source, output, list(schema.columns),
                             self._order_keys(stmt, source), ordered=stmt.outfile is None)
         if stmt.outfile:
             return self._write_outfile(stmt, query)
