@@ -245,13 +245,13 @@ _engine: BatchEngine | None = None
 _engine_lock = threading.Lock()
 
 
-def shared_engine(master: str = DEFAULT_MASTER) -> BatchEngine:
+def shared_engine(master: str = DEFAULT_MASTER, driver_memory: str = "1g") -> BatchEngine:
     """The process's engine, started on first use (a session costs seconds; Spark allows one
     per process). Asking for another master than the running one is an error."""
     global _engine
     with _engine_lock:
         if _engine is None or _engine.spark.sparkContext._jsc is None:
-            _engine = start(master)
+            _engine = start(master, driver_memory=driver_memory)
         elif _engine.master != master:
             raise SparkError(f"this process already runs OpenMLDB's batch engine on "
                              f"{_engine.master}; cannot also use {master}")
