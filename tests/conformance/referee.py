@@ -35,10 +35,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-import features
 from components.spark.runtime import BatchEngine
 from features import dialect as d
 from features import spark_offline
+from features.connection import connect_embedded
 from features.schema import Column, TableSchema
 
 ROW_ID = "rid"
@@ -76,6 +76,18 @@ class Comparison:
         assert not self.tie_group_mismatches, (self.query, self.tie_group_mismatches[:10])
         assert not self.request_mismatches, (self.query, self.request_mismatches[:10])
 
+    def record(self) -> dict[str, Any]:
+        return {"query": " ".join(self.query.split())[:120], "rows": self.rows,
+                "rows_equal": self.rows_equal, "rows_without_tie": self.rows_without_tie,
+                "rows_without_tie_equal": self.rows_without_tie_equal,
+                "types_equal": self.types_equal, "tie_groups": self.tie_groups,
+                "tie_groups_equal": self.tie_groups - len(self.tie_group_mismatches),
+                "order_sensitive_groups": self.order_sensitive_groups,
+                "order_sensitive_groups_equal": self.order_sensitive_groups_equal,
+                "request_rows": self.request_rows,
+                "request_rows_equal": self.request_rows - len(
+                    {m[0] for m in self.request_mismatches})}
+
     def summary(self) -> str:
         return (f"{self.rows} rows: {self.rows_equal} equal in every column; "
                 f"{self.rows_without_tie_equal} of {self.rows_without_tie} rows without a tie "
@@ -93,6 +105,7 @@ class Referee:
     def __init__(self, engine: BatchEngine, root: Path) -> None:
         self.engine = engine
         self.root = root
+        self.results: list[dict[str, Any]] = []  # one record per comparison, for the report
 
     def load(self, name: str, ddl: str, data: pd.DataFrame) -> Dataset:
         """A store with one table (`ddl`, which must have `rid`) holding `data` offline, in
@@ -100,7 +113,7 @@ class Referee:
         folder = self.root / name
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
-        conn = features.connect(f"embedded://{folder / 'store'}", "db")
+        conn = connect_embedded(f"embedded://{folder / 'store'}", "db")
         cursor = conn.cursor()
         cursor.execute("CREATE DATABASE db")
         cursor.execute("USE db")
@@ -155,6 +168,7 @@ class Dataset:
         _compare_rows(comparison, ours, real, columns, dependent, select, self.frame)
         if request_mode:
             _compare_requests(comparison, self, select, sql, real, columns, dependent)
+        self.referee.results.append({"data": self.name, **comparison.record()})
         return comparison
 
 
@@ -353,7 +367,7 @@ def _compare_requests(comparison: Comparison, dataset: Dataset, select: d.Select
     streamed in time order) == the real engine's offline row, on rows without a tie."""
     folder = dataset.folder / "online"
     shutil.rmtree(folder, ignore_errors=True)  # an empty online table for every query
-    conn = features.connect(f"embedded://{folder}", "db")
+    conn = connect_embedded(f"embedded://{folder}", "db")
     cursor = conn.cursor()
     cursor.execute("CREATE DATABASE db")
     cursor.execute("USE db")

@@ -101,3 +101,14 @@ def test_unreachable_master_and_unknown_executor_are_one_line_errors(tmp_path: P
 def test_health_and_versions(batch_engine: runtime.BatchEngine) -> None:
     assert batch_engine.health() == (f"Spark: {runtime.PYSPARK_VERSION}, "
                                      f"OpenMLDB: {runtime.OPENMLDB_VERSION}-0c10b16")
+
+
+def test_cli_fetch_and_health_commands() -> None:
+    proc = _cli({}, "spark", "fetch")
+    assert proc.returncode == 0, proc.stderr
+    assert f"OpenMLDB {runtime.OPENMLDB_VERSION} batch engine in {runtime.cache_dir()}" \
+        in proc.stdout
+    proc = _cli({"FRAUDFLOW_SPARK_MASTER": "local[1]"}, "spark", "health")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "OpenMLDB batch engine on local[1] answers (Spark: 3.2.1, OpenMLDB: 0.9.0" \
+        in proc.stdout
