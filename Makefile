@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup machine test lint demo up stop bench chaos lock clean
+.PHONY: setup setup-spark machine test conformance lint demo up stop bench chaos lock clean
 
 setup: machine $(VENV)/.installed
 
@@ -18,12 +18,19 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
 	touch $@
 
+# The [spark] extra: OpenMLDB's batch engine for `make conformance` and the Spark executor.
+setup-spark: $(VENV)/.installed-spark
+
+$(VENV)/.installed-spark: $(VENV)/.installed
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev,spark]'
+	touch $@
+
 # Re-resolve every dependency to the newest versions pyproject.toml allows and lock them.
 lock:
 	rm -rf .venv-lock
 	$(PYTHON) -m venv .venv-lock
 	.venv-lock/bin/pip install -q --upgrade pip
-	.venv-lock/bin/pip install -q -e '.[dev]'
+	.venv-lock/bin/pip install -q -e '.[dev,spark]'
 	.venv-lock/bin/pip freeze --exclude-editable | grep -v '^-e ' > constraints.txt
 	rm -rf .venv-lock
 	@echo "constraints.txt updated: run make test, then commit it"
@@ -34,7 +41,11 @@ lint: setup
 	$(BIN)/lint-imports
 
 test: setup lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -m "not conformance"
+
+# The embedded engine against OpenMLDB's own batch engine (Spark, local mode): heavy, so apart.
+conformance: setup-spark
+	$(BIN)/pytest -q -m conformance tests/conformance
 
 demo: setup
 	$(BIN)/python -m fraudflow.demo
@@ -45,7 +56,7 @@ up: setup
 stop: setup
 	$(BIN)/python -m fraudflow.demo stop
 
-bench: setup
+bench: setup-spark
 	$(BIN)/fraudflow bench all --out bench/results.json
 
 chaos: setup

@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-SUITES = ("features", "ingest", "serving")
+SUITES = ("features", "ingest", "serving", "executors")
 
 
 def _run_suite(name: str, quick: bool) -> dict[str, Any]:
@@ -26,6 +26,10 @@ def _run_suite(name: str, quick: bool) -> dict[str, Any]:
         return features_bench.run(offline_rows=500_000 if quick else 10_000_000,
                                   stored_rows=100_000 if quick else 1_000_000,
                                   requests=1_000 if quick else 5_000)
+    if name == "executors":  # needs the [spark] extra (make bench installs it)
+        from benchmarks import offline_executors
+
+        return offline_executors.run((200_000,) if quick else (1_000_000, 10_000_000))
     if name == "ingest":
         from benchmarks import ingest as ingest_bench
 

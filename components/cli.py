@@ -1,4 +1,5 @@
-"""`fraudflow kafka start|stop|status`: the local real components' lifecycle commands."""
+"""`fraudflow kafka start|stop|status`, `fraudflow spark fetch|health`: the local real
+components' lifecycle commands."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ from pathlib import Path
 
 import click
 
+from components import maven
 from components.kafka import broker
+from components.spark import runtime
 from core.cli import quiet_kafka_client, settings_of
 
 _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "[::1]"}
@@ -96,4 +99,32 @@ def status(ctx: click.Context, var_dir: Path | None) -> None:
         ctx.exit(3)
 
 
-commands = [kafka]
+@click.group()
+def spark() -> None:
+    """OpenMLDB's own batch engine on Spark (the `spark` offline executor, `make conformance`)."""
+
+
+@spark.command()
+def fetch() -> None:
+    """Fetch the OpenMLDB jars and native library into the cache (FRAUDFLOW_SPARK_CACHE)."""
+    found = runtime.ensure_runtime()
+    cache = runtime.cache_dir()
+    click.echo(f"OpenMLDB {runtime.OPENMLDB_VERSION} batch engine in {cache} "
+               f"({maven.dir_size(cache) / 2**30:.1f} GiB); native library in {found.native_dir}")
+
+
+@spark.command()
+@click.pass_context
+def health(ctx: click.Context) -> None:
+    """Start a session on FRAUDFLOW_SPARK_MASTER and run a query through the engine."""
+    master = settings_of(ctx).spark_master
+    engine = runtime.start(master)
+    try:
+        versions = engine.health()
+    finally:
+        engine.stop()
+    click.echo(f"OpenMLDB batch engine on {master} answers ({versions}); session started in "
+               f"{engine.startup_seconds:.1f}s")
+
+
+commands = [kafka, spark]

@@ -9,3 +9,7 @@ class ComponentError(FraudFlowError):
 
 class BrokerError(ComponentError):
     """The local Kafka broker could not be fetched, started, reached or stopped."""
+
+
+class SparkError(ComponentError):
+    """OpenMLDB's batch engine on Spark could not be fetched, started, reached or run."""

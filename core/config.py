@@ -33,6 +33,10 @@ class Settings:
     ingest_metrics_port: int = 9101
     archive_metrics_port: int = 9102
     admin_token: str | None = None
+    # Where offline SELECT / INTO OUTFILE run on an embedded store: FraudFlow's engine
+    # (embedded) or OpenMLDB's own batch engine on Spark (spark, needs the [spark] extra).
+    offline_executor: str = "embedded"
+    spark_master: str = "local[*]"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -66,7 +70,10 @@ ENV_VARS: dict[str, str] = {
     "ingest_metrics_port": "FRAUDFLOW_INGEST_METRICS_PORT",
     "archive_metrics_port": "FRAUDFLOW_ARCHIVE_METRICS_PORT",
     "admin_token": "FRAUDFLOW_ADMIN_TOKEN",
+    "offline_executor": "FRAUDFLOW_OFFLINE_EXECUTOR",
+    "spark_master": "FRAUDFLOW_SPARK_MASTER",
 }
+_CHOICES: dict[str, tuple[str, ...]] = {"offline_executor": ("embedded", "spark")}
 
 
 def _convert(name: str, raw: str) -> object:
@@ -78,6 +85,9 @@ def _convert(name: str, raw: str) -> object:
             raise ConfigError(f"{ENV_VARS[name]} must be an integer, got {raw!r}") from None
     if kind == "Path":
         return Path(raw)
+    if name in _CHOICES and raw not in _CHOICES[name]:
+        raise ConfigError(f"{ENV_VARS[name]} must be one of {', '.join(_CHOICES[name])}, "
+                          f"got {raw!r}")
     return raw
 
 

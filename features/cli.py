@@ -29,7 +29,8 @@ def init(settings: Settings) -> None:
 @click.pass_obj
 def sql(settings: Settings, statements: str, mode: str) -> None:
     """Run OpenMLDB SQL statements (separated by ;) against the store; prints result rows."""
-    conn = connect(settings.store_url, settings.database)
+    conn = connect(settings.store_url, settings.database,
+                   offline_executor=settings.offline_executor, spark_master=settings.spark_master)
     try:
         cursor = conn.cursor()
         cursor.execute(f"SET @@execute_mode='{mode}'")

@@ -112,8 +112,9 @@ class EmbeddedConnection:
     """A DB-API 2.0 connection to an embedded store. INSERTs join a transaction that commit()
     ends; DDL, LOAD DATA and DEPLOY commit on their own (as on a real OpenMLDB)."""
 
-    def __init__(self, root: Path, database: str | None = None) -> None:
-        self.store = EmbeddedStore(root)
+    def __init__(self, root: Path, database: str | None = None,
+                 spark_master: str | None = None) -> None:
+        self.store = EmbeddedStore(root, spark_master)
         self.session = Session()
         if database and self.store.has_database(database):
             self.session.db = database
@@ -150,8 +151,19 @@ class EmbeddedConnection:
         self.close()
 
 
-def connect(url: str, database: str | None = None) -> Connection:
-    """A DB-API connection for a store URL; `database` is used when the URL names none."""
+OFFLINE_EXECUTORS = ("embedded", "spark")
+
+
+def connect(url: str, database: str | None = None, *, offline_executor: str = "embedded",
+            spark_master: str = "local[*]") -> Connection:
+    """A DB-API connection for a store URL; `database` is used when the URL names none.
+
+    With an embedded store, `offline_executor="spark"` runs offline SELECTs (and INTO OUTFILE)
+    on OpenMLDB's own batch engine at `spark_master` over the store's offline files; a real
+    OpenMLDB runs its offline jobs on its own Spark, so the executor does not apply there."""
+    if offline_executor not in OFFLINE_EXECUTORS:
+        raise StoreURLError(f"unknown offline executor {offline_executor!r}: use "
+                            f"{' or '.join(OFFLINE_EXECUTORS)}")
     parsed = urlparse(url)
     if parsed.scheme == "embedded":
         path = url[len("embedded://"):]
@@ -159,7 +171,8 @@ def connect(url: str, database: str | None = None) -> Connection:
             raise StoreURLError(f"embedded store URL without a directory: {url!r}")
         path, _, query = path.partition("?")
         db = parse_qs(query).get("db", [database])[0]
-        return EmbeddedConnection(Path(path), db)
+        return EmbeddedConnection(Path(path), db,
+                                  spark_master if offline_executor == "spark" else None)
     if parsed.scheme == "openmldb":
         return _connect_openmldb(url, database)
     raise StoreURLError(

@@ -34,7 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from core.clock import UTC8_OFFSET_MS
-from features import compiler
+from features import compiler, spark_offline
 from features import dialect as d
 from features.exceptions import (
     CatalogError,
@@ -93,8 +93,11 @@ class EmbeddedStore:
     """One embedded OpenMLDB instance rooted at a directory (safe to open from many processes;
     one instance per thread)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, spark_master: str | None = None) -> None:
+        """`spark_master` set: offline SELECTs run on OpenMLDB's batch engine on that Spark
+        master (features/spark_offline.py) instead of DuckDB."""
         self.root = root
+        self.spark_master = spark_master
         root.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(root / "online.sqlite3", timeout=30, isolation_level=None,
                                   check_same_thread=False)
@@ -605,6 +608,10 @@ class EmbeddedStore:
             return self._select_online(stmt, db, schema, output)
         folder = self._offline_dir(db, stmt.table)
         parts = sorted(folder.glob("part-*.parquet"))
+        if self.spark_master is not None:
+            engine = spark_offline.engine_for(self.spark_master)
+            rows, count = spark_offline.run_select(engine, stmt, db, schema, parts, output)
+            return Result(output, rows, count)
         if parts:
             source = f"read_parquet('{folder}/part-*.parquet')"
         else:  # an empty offline table still has its columns
@@ -612,7 +619,7 @@ class EmbeddedStore:
                              for c in schema.columns)
             source = f"(SELECT {cols}, CAST(NULL AS BIGINT) AS {SEQ} WHERE false)"
         # Files need no row order (readers sort by what they need); results keep storage order.
-        query = build_query(stmt, source, output, schema.column_names,
+        query = build_query(stmt, source, output, list(schema.columns),
                             self._order_keys(stmt, source), ordered=stmt.outfile is None)
         if stmt.outfile:
             return self._write_outfile(stmt, query)

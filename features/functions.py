@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from core.clock import UTC8_OFFSET_MS, wall_clock
+from features.exceptions import UnsupportedStatementError
+from features.schema import Column
 
 
 def _dayofweek(ms: int) -> int:
@@ -28,15 +30,39 @@ _CALENDAR: dict[str, tuple[str, Callable[[int], int]]] = {
 }
 
 SCALAR_FUNCTIONS = frozenset(_CALENDAR) | {"abs"}
-# OpenMLDB aggregate name → DuckDB/SQLite aggregate template over the argument `{x}`.
+# OpenMLDB aggregate name → DuckDB/SQLite aggregate template over the argument `{x}`, with
+# `{over}` where a window's OVER clause goes (empty for a plain aggregate).
 AGGREGATES: dict[str, str] = {
-    "count": "count({x})",
-    "sum": "sum({x})",
-    "avg": "avg({x})",
-    "min": "min({x})",
-    "max": "max({x})",
-    "distinct_count": "count(DISTINCT {x})",
+    "count": "count({x}){over}",
+    "sum": "sum({x}){over}",
+    "avg": "avg({x}){over}",
+    "min": "min({x}){over}",
+    "max": "max({x}){over}",
+    "distinct_count": "count(DISTINCT {x}){over}",  # over distinct_value(), see there
 }
+# OpenMLDB's distinct_count() counts a NULL as its type's zero (0, ''): measured against its
+# batch engine. For other types the stand-in is not known, so a nullable one is refused.
+_NULL_STANDS_FOR: dict[str, tuple[str, object]] = {
+    "int16": ("0", 0), "int32": ("0", 0), "int64": ("0", 0), "float": ("0", 0.0),
+    "double": ("0", 0.0), "string": ("''", ""),
+}
+
+
+def distinct_value(x: str, column: Column) -> tuple[str, object]:
+    """(SQL of the value distinct_count() counts for column `x`, the Python value a NULL
+    request value counts as)."""
+    if column.not_null:
+        return x, None
+    if column.type not in _NULL_STANDS_FOR:
+        raise UnsupportedStatementError(
+            f"distinct_count() over the nullable {column.type} column {column.name}")
+    sql, value = _NULL_STANDS_FOR[column.type]
+    return f"coalesce({x}, {sql})", value
+
+
+def aggregate_sql(name: str, x: str, over: str = "") -> str:
+    """SQL of the OpenMLDB aggregate `name` over `x`; `over` is ``OVER (…)`` or empty."""
+    return AGGREGATES[name].format(x=x, over=f" {over}" if over else "")
 
 
 def duckdb_scalar(name: str, args: list[str]) -> str:

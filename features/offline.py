@@ -12,7 +12,13 @@ from dataclasses import dataclass
 
 from features import dialect as d
 from features.exceptions import UnsupportedStatementError
-from features.functions import AGGREGATES, SCALAR_FUNCTIONS, duckdb_scalar
+from features.functions import (
+    AGGREGATES,
+    SCALAR_FUNCTIONS,
+    aggregate_sql,
+    distinct_value,
+    duckdb_scalar,
+)
 from features.schema import Column
 
 SEQ = "_seq"  # storage order column of offline files
@@ -50,7 +56,7 @@ class OrderKey:
 
 
 def build_query(select: d.Select, source: str, output: list[Column],
-                table_columns: list[str], order_keys: dict[str, OrderKey],
+                table_columns: list[Column], order_keys: dict[str, OrderKey],
                 ordered: bool = True) -> str:
     """DuckDB SQL computing `select` over `source` (a relation with the table's columns + _seq),
     with result columns cast to OpenMLDB's output types; rows in storage order if `ordered`.
@@ -61,12 +67,12 @@ def build_query(select: d.Select, source: str, output: list[Column],
                                          f"+ {SEQ}")
     frames = {name: _frame(spec, k, helpers, order_keys.get(spec.order_by))
               for k, (name, spec) in enumerate(select.windows.items())}
-    translator = _Translator(frames)
+    translator = _Translator(frames, {c.name: c for c in table_columns})
     projections: list[str] = []
     names = iter(output)
     for item in select.items:
         if item.expr is None:  # `*`: every table column, in order
-            for name in table_columns:
+            for name in (c.name for c in table_columns):
                 column = next(names)
                 projections.append(f"CAST({quote(name)} AS {DUCKDB_TYPES[column.type]}) "
                                    f"AS {quote(column.name)}")
@@ -135,8 +141,9 @@ def _frame(spec: d.WindowSpec, k: int, helpers: dict[str, str],
 
 
 class _Translator:
-    def __init__(self, frames: dict[str, _Frame]) -> None:
+    def __init__(self, frames: dict[str, _Frame], columns: dict[str, Column]) -> None:
         self.frames = frames
+        self.columns = columns
         self.plain_aggregates = False
 
     def expr(self, node: d.Expr) -> str:
@@ -161,9 +168,11 @@ class _Translator:
             case d.Call(name) if name in AGGREGATES:
                 self.plain_aggregates = True
                 arg = "*" if node.star else self.expr(node.args[0])
-                if node.distinct:
+                if name == "distinct_count":
+                    arg = self.distinct_argument(node, arg)
+                elif node.distinct:
                     arg = f"DISTINCT {arg}"
-                return AGGREGATES[name].format(x=arg)
+                return aggregate_sql(name, arg)
             case d.Call(name, args) if name in SCALAR_FUNCTIONS:
                 return duckdb_scalar(name, [self.expr(a) for a in args])
             case d.Call(name):
@@ -182,12 +191,22 @@ class _Translator:
         if frame is None:
             raise UnsupportedStatementError(f"window {node.window!r} is not defined")
         arg = "*" if node.star else window_argument(node)
+        if node.name == "distinct_count":
+            arg = self.distinct_argument(node, arg)
         over = f"OVER ({frame.partition_order} {frame.frame})"
-        aggregate = AGGREGATES[node.name].format(x=arg)
+        aggregate = aggregate_sql(node.name, arg, over)
         if frame.includes_current:
-            return f"{aggregate} {over}"
-        return combine_with_current_sql(node.name, arg, f"{aggregate} {over}",
-                                        f"count({arg}) {over}", f"sum({arg}) {over}")
+            return aggregate
+        # count(*) counts rows: over the frame without the current row, then plus one
+        value = "1" if node.star else arg
+        return combine_with_current_sql(node.name, value, aggregate,
+                                        f"count({value}) {over}", f"sum({value}) {over}")
+
+
+    def distinct_argument(self, node: d.Call, arg: str) -> str:
+        if not (len(node.args) == 1 and isinstance(node.args[0], d.ColumnRef)):
+            raise UnsupportedStatementError("distinct_count() takes one column here")
+        return distinct_value(arg, self.columns[node.args[0].name])[0]
 
 
 def window_argument(node: d.Call) -> str:

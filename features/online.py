@@ -16,7 +16,13 @@ from typing import Any
 
 from features import dialect as d
 from features.exceptions import CatalogError, UnsupportedStatementError
-from features.functions import AGGREGATES, SCALAR_FUNCTIONS, python_scalar
+from features.functions import (
+    AGGREGATES,
+    SCALAR_FUNCTIONS,
+    aggregate_sql,
+    distinct_value,
+    python_scalar,
+)
 from features.offline import quote, window_argument
 from features.schema import Column, Index, TableSchema
 
@@ -108,12 +114,15 @@ class RequestPlan:
         probes: list[Any] = []  # the select list's own parameters come first in the SQL text
         for call in window.calls:
             x = "*" if call.star else quote(call.args[0].name)  # type: ignore[union-attr]
-            selects += [AGGREGATES[call.name].format(x=x), f"count({x})", f"sum({x})"]
             if call.name == "distinct_count":
-                current = request[call.args[0].name]  # type: ignore[union-attr]
-                selects.append(f"max({x} = ?)" if current is not None else "0")
-                if current is not None:
-                    probes.append(current)
+                column = self.table.column(call.args[0].name)  # type: ignore[union-attr]
+                counted, null_value = distinct_value(x, column)
+                current = request[column.name]
+                selects += [aggregate_sql(call.name, counted), "0", "0", f"max({counted} = ?)"]
+                probes.append(null_value if current is None else current)
+                continue
+            selects += [aggregate_sql(call.name, x), f"count({x})",
+                        f"sum({'1' if call.star else x})"]
         sql = f"SELECT {', '.join(selects)} FROM ({rows_sql})"
         stored = db.execute(sql, probes + params).fetchone()
         result: dict[d.Call, Any] = {}
@@ -183,6 +192,8 @@ def _combine(name: str, agg: Any, count: int, total: Any, current: Any, seen: An
     """The aggregate over (stored window rows) ∪ {request row}."""
     if name == "count":
         return count + (current is not None)
+    if name == "distinct_count":  # `seen`: the request's value is among the stored ones
+        return agg + (0 if seen else 1)
     if current is None:
         if name == "avg":
             return total / count if count else None
@@ -195,8 +206,6 @@ def _combine(name: str, agg: Any, count: int, total: Any, current: Any, seen: An
         return current if agg is None else max(agg, current)
     if name == "avg":
         return ((total or 0) + current) / (count + 1)
-    if name == "distinct_count":
-        return agg + (0 if seen else 1)
     raise UnsupportedStatementError(f"window function {name}()")
 
 

@@ -231,12 +231,41 @@ def test_compiler_rejects_invalid_sql_with_its_message(tmp_path: Path) -> None:
     ("SELECT ip FROM talkingdata LAST JOIN t2 ON talkingdata.ip = t2.ip", "joins"),
     ("SET @@no_such_var = 1", "SET @@no_such_var"),
     ("DELETE FROM talkingdata WHERE ip = 1", "'DELETE'"),
+    ("SELECT distinct_count(app) OVER w AS d FROM talkingdata WINDOW w AS (PARTITION BY ip "
+     "ORDER BY click_time ROWS_RANGE BETWEEN 1h PRECEDING AND CURRENT ROW EXCLUDE CURRENT_TIME)",
+     "EXCLUDE CURRENT_TIME"),
 ])
 def test_unsupported_statements_get_a_clear_error(tmp_path: Path, sql: str,
                                                   construct: str) -> None:
     conn = _open(tmp_path)
     with pytest.raises(features.UnsupportedStatementError, match=construct):
         conn.cursor().execute(sql)
+
+
+def test_distinct_count_counts_null_as_zero_and_refuses_unmeasured_types(
+        tmp_path: Path) -> None:
+    """OpenMLDB's batch engine counts a NULL as its type's zero (0, ''), measured by `make
+    conformance`; for types where that stand-in is not measured the engine refuses."""
+    conn = features.connect(f"embedded://{tmp_path}", "db")
+    cursor = conn.cursor()
+    cursor.execute("CREATE DATABASE db")
+    cursor.execute("USE db")
+    cursor.execute("CREATE TABLE t (k int, v int, s string, b bool, ts timestamp, "
+                   "INDEX(KEY=k, TS=ts, TTL=0m, TTL_TYPE=absolute))")
+    window = " FROM t WINDOW w AS (PARTITION BY k ORDER BY ts ROWS BETWEEN UNBOUNDED " \
+             "PRECEDING AND CURRENT ROW)"
+    cursor.execute(f"DEPLOY d SELECT distinct_count(v) OVER w AS dv, "
+                   f"distinct_count(s) OVER w AS ds{window}")
+    cursor.execute("SET @@execute_mode='online'")
+    rows = [(1, 0, "", None, 1000), (1, None, None, None, 2000), (1, 5, "x", None, 3000)]
+    got = []
+    for row in rows:
+        got.append(cursor.callproc("d", row).fetchone())
+        cursor.executemany("INSERT INTO t VALUES (?, ?, ?, ?, ?)", [row])
+    assert got == [(1, 1), (1, 1), (2, 2)]  # NULL is 0 / '' seen before
+    cursor.execute("SET @@execute_mode='offline'")
+    with pytest.raises(features.UnsupportedStatementError, match="nullable bool column b"):
+        cursor.execute(f"SELECT distinct_count(b) OVER w AS db{window}")
 
 
 def test_bad_rows_are_rejected_and_nothing_is_written(tmp_path: Path) -> None:

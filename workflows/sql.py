@@ -79,7 +79,8 @@ def render(sql: str, params: Mapping[str, str]) -> str:
 def run_script(settings: Settings, execute_mode: str, sql: str) -> list[str]:
     """Run `;`-separated statements in one session, as DolphinScheduler's OpenMLDB task does;
     returns one summary line per statement."""
-    conn = connect(settings.store_url, settings.database)
+    conn = connect(settings.store_url, settings.database,
+                   offline_executor=settings.offline_executor, spark_master=settings.spark_master)
     summaries: list[str] = []
     try:
         cursor = conn.cursor()

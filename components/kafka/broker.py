@@ -11,24 +11,23 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import fcntl
 import hashlib
 import logging
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
+from components import maven
 from components.exceptions import BrokerError
 from core.config import KAFKA_MESSAGE_MAX_BYTES
 from core.ports import free_port
@@ -87,35 +86,11 @@ def libs_dir(var_dir: Path) -> Path:
 
 
 def ensure_jars(var_dir: Path, libs: Path | None = None) -> Path:
-    """Fetch the Kafka jars with Maven unless already there; return the jar directory.
-
-    The directory is stamped with a digest of ``pom.xml``, so a version bump refetches and a
-    half-finished download (no stamp) is redone rather than trusted.
-    """
+    """Fetch the Kafka jars with Maven unless already there; return the jar directory."""
     libs = Path(libs) if libs is not None else libs_dir(var_dir)
-    stamp = libs / ".fetched"
-    wanted = hashlib.sha256(_POM.read_bytes()).hexdigest()
-    if _read_text(stamp) == wanted:
-        return libs
-    mvn = shutil.which("mvn")
-    if mvn is None:
-        raise BrokerError("Maven (`mvn`) is needed to fetch the Kafka jars, and is not on PATH")
-    libs.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(libs.parent / f".{libs.name}.lock"):
-        if _read_text(stamp) == wanted:  # another process fetched them while we waited
-            return libs
-        # Old or partial jars must go: two Kafka versions on one classpath break in odd ways.
-        shutil.rmtree(libs, ignore_errors=True)
-        log.info("fetching the Kafka jars into %s", libs)
-        proc = subprocess.run(
-            [mvn, "-q", "-B", "-f", str(_POM), "dependency:copy-dependencies",
-             f"-DoutputDirectory={libs}"],
-            capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False)
-        if proc.returncode != 0:
-            raise BrokerError(f"fetching the Kafka jars failed (mvn exit {proc.returncode}):\n"
-                              + _last_lines(proc.stdout + proc.stderr))
-        stamp.write_text(wanted)
-    return libs
+    return maven.fetch_once(_POM, libs, ["dependency:copy-dependencies",
+                                         f"-DoutputDirectory={libs}"],
+                            "the Kafka jars", BrokerError)
 
 
 def status(var_dir: Path) -> BrokerStatus | None:
@@ -143,7 +118,7 @@ def start(var_dir: Path, port: int = 9092, controller_port: int | None = None,
     home = kafka_dir(var_dir)
     home.mkdir(parents=True, exist_ok=True)
     # One starter per var dir, so two concurrent calls cannot launch two JVMs on one data dir.
-    with _locked(home / ".start.lock"):
+    with maven.locked(home / ".start.lock"):
         began = time.monotonic()
         current = status(var_dir)
         if current is not None:
@@ -202,14 +177,7 @@ def stop(var_dir: Path, timeout: float = 30) -> bool:
 # --- launching -------------------------------------------------------------------------------
 
 def _java() -> str:
-    java_home = os.environ.get("JAVA_HOME")
-    candidate = Path(java_home) / "bin" / "java" if java_home else None
-    if candidate is not None and candidate.exists():
-        return str(candidate)
-    found = shutil.which("java")
-    if found is None:
-        raise BrokerError("Java 17+ (`java`) is needed to run the Kafka broker, and is not on PATH")
-    return found
+    return maven.java_executable("run the Kafka broker", BrokerError)
 
 
 def _jvm_args(java: str, jars: Path, home: Path, heap_mb: int) -> list[str]:
@@ -245,7 +213,7 @@ def _class_sharing_args(java: str, jars: Path, home: Path | None) -> list[str]:
 def _settle_class_archive(home: Path, keep: bool) -> None:
     """After the broker exited: move the class archive it wrote into place, or drop it."""
     pending = home / _CDS_PENDING
-    lines = (_read_text(pending) or "").splitlines()
+    lines = (maven.read_text(pending) or "").splitlines()
     pending.unlink(missing_ok=True)
     if len(lines) != 2:
         return
@@ -307,7 +275,7 @@ def _format_storage(java: str, jars: Path, home: Path, props: Path) -> None:
         capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False)
     if proc.returncode != 0:
         raise BrokerError(f"formatting the Kafka data dir {home / 'data'} failed:\n"
-                          + _last_lines(proc.stdout + proc.stderr))
+                          + maven.last_lines(proc.stdout + proc.stderr))
 
 
 def _launch(argv: list[str], home: Path) -> int:
@@ -362,7 +330,7 @@ def _answers(port: int) -> bool:
 
 def _running_pid(home: Path) -> int | None:
     pid_file = home / "broker.pid"
-    text = _read_text(pid_file)
+    text = maven.read_text(pid_file)
     if text is None:
         return None
     pid = int(text) if text.isdigit() else None
@@ -436,34 +404,13 @@ def _check_ports(port: int, controller_port: int) -> None:
 
 
 def _read_ports(props: Path) -> tuple[int, int]:
-    match = _LISTENER_RE.search(_read_text(props) or "")
+    match = _LISTENER_RE.search(maven.read_text(props) or "")
     if match is None:
         raise BrokerError(f"cannot find the listeners line in {props}")
     return int(match[1]), int(match[2])
 
 
 # --- small helpers ---------------------------------------------------------------------------
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _read_text(path: Path) -> str | None:
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        return None
-
-
-def _last_lines(text: str, count: int = 30) -> str:
-    return "\n".join(text.rstrip().splitlines()[-count:])
-
 
 def _size(path: Path) -> int:
     try:
@@ -483,5 +430,5 @@ def _log_tail(home: Path, log_offset: int = 0, count: int = 30) -> str:
             handle.seek(max(offset, size - 16384))
             text = handle.read().decode(errors="replace").strip()
             if text:
-                parts.append(f"--- {path} (last lines) ---\n{_last_lines(text, count)}")
+                parts.append(f"--- {path} (last lines) ---\n{maven.last_lines(text, count)}")
     return "\n".join(parts) or f"(no output in {home})"

@@ -1,0 +1,1 @@
+"""OpenMLDB's batch engine on Spark (local mode or a cluster), from registry packages."""
