@@ -33,6 +33,9 @@ class Settings:
     ingest_metrics_port: int = 9101
     archive_metrics_port: int = 9102
     admin_token: str | None = None
+    # The score below which /predict calls a click fraud, for every model; unset: each model
+    # decides at its own operating point (chosen in training on its holdout).
+    predict_threshold: float | None = None
     # Where offline SELECT / INTO OUTFILE run on an embedded store: FraudFlow's engine
     # (embedded) or OpenMLDB's own batch engine on Spark (spark, needs the [spark] extra).
     offline_executor: str = "embedded"
@@ -70,6 +73,7 @@ ENV_VARS: dict[str, str] = {
     "ingest_metrics_port": "FRAUDFLOW_INGEST_METRICS_PORT",
     "archive_metrics_port": "FRAUDFLOW_ARCHIVE_METRICS_PORT",
     "admin_token": "FRAUDFLOW_ADMIN_TOKEN",
+    "predict_threshold": "FRAUDFLOW_PREDICT_THRESHOLD",
     "offline_executor": "FRAUDFLOW_OFFLINE_EXECUTOR",
     "spark_master": "FRAUDFLOW_SPARK_MASTER",
 }
@@ -85,6 +89,15 @@ def _convert(name: str, raw: str) -> object:
             raise ConfigError(f"{ENV_VARS[name]} must be an integer, got {raw!r}") from None
     if kind == "Path":
         return Path(raw)
+    if kind == "float | None":  # a probability
+        problem = ConfigError(f"{ENV_VARS[name]} must be a probability in [0, 1], got {raw!r}")
+        try:
+            value = float(raw)
+        except ValueError:
+            raise problem from None
+        if not 0.0 <= value <= 1.0:  # NaN fails too
+            raise problem
+        return value
     if name in _CHOICES and raw not in _CHOICES[name]:
         raise ConfigError(f"{ENV_VARS[name]} must be one of {', '.join(_CHOICES[name])}, "
                           f"got {raw!r}")

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask, Request
 
-from core.config import ConfigError, get_settings
+from core.config import get_settings
 from serving import admin, errors, features, health, metrics, model, predict
 from serving.errors import APIError
-
-THRESHOLD_ENV = "FRAUDFLOW_PREDICT_THRESHOLD"
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
@@ -27,7 +24,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         MODEL_DIR=str(settings.model_dir),
         ADMIN_TOKEN=settings.admin_token,
         # Unset: each model decides at its own operating point (see serving.model.threshold_for)
-        THRESHOLD=_threshold(os.environ.get(THRESHOLD_ENV, "")),
+        THRESHOLD=settings.predict_threshold,
         MAX_BATCH_SIZE=1000,
         MAX_CONTENT_LENGTH=1024 * 1024,  # a full batch is ~120 kB; larger bodies get a 413
         MODEL_POLL_INTERVAL=1.0,  # seconds between checks of the registry's production pointer
@@ -54,16 +51,3 @@ class _APIRequest(Request):
         if e is None:
             raise APIError(415, "the body must be JSON, sent as Content-Type: application/json")
         raise APIError(400, f"the body is not valid JSON: {e}")
-
-
-def _threshold(raw: str) -> float | None:
-    if not raw.strip():
-        return None
-    problem = ConfigError(f"{THRESHOLD_ENV} must be a probability in [0, 1], got {raw!r}")
-    try:
-        value = float(raw)
-    except ValueError:
-        raise problem from None
-    if not 0.0 <= value <= 1.0:  # NaN fails too
-        raise problem
-    return value

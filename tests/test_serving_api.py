@@ -16,7 +16,7 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 import features
-from core.config import ConfigError
+from core.config import ConfigError, Settings
 from core.registry import ModelVersion, OperatingPoint, Registry, model_metadata
 from features.connection import EmbeddedCursor
 from features.store import feature_sql, init_store
@@ -267,26 +267,26 @@ def test_a_model_decides_at_its_own_threshold(app: Flask, client: FlaskClient,
 
 
 def test_the_environment_overrides_every_models_threshold(
-        monkeypatch: pytest.MonkeyPatch, serving_data: ServingData,
-        model_registry: Registry) -> None:
+        serving_data: ServingData, model_registry: Registry) -> None:
     with_point = save_model(model_registry, serving_data.model_b, operating_point=_point(0.0))
     model_registry.promote(with_point.version)
     config = {"STORE_URL": serving_data.store_url, "MODEL_DIR": str(model_registry.root),
               "MODEL_POLL_INTERVAL": 0}
-    monkeypatch.setenv("FRAUDFLOW_PREDICT_THRESHOLD", "1")
-    body = create_app(config).test_client().post("/predict", json=SEED_EVENT).json
+    override = Settings.from_env({"FRAUDFLOW_PREDICT_THRESHOLD": "1"}).predict_threshold
+    body = create_app({**config, "THRESHOLD": override}).test_client().post(
+        "/predict", json=SEED_EVENT).json
     assert isinstance(body, dict)
     assert (body["threshold"], body["threshold_source"], body["decision"]) == \
         (1.0, "override", "fraud")
-    monkeypatch.setenv("FRAUDFLOW_PREDICT_THRESHOLD", "")  # unset: the model's own again
-    body = create_app(config).test_client().post("/predict", json=SEED_EVENT).json
+    unset = Settings.from_env({"FRAUDFLOW_PREDICT_THRESHOLD": ""}).predict_threshold
+    body = create_app({**config, "THRESHOLD": unset}).test_client().post(
+        "/predict", json=SEED_EVENT).json
     assert isinstance(body, dict)
     assert (body["threshold"], body["threshold_source"], body["decision"]) == \
-        (0.0, "model", "ok")
+        (0.0, "model", "ok")  # unset: the model's own again
     for bad in ("high", "1.5", "nan"):
-        monkeypatch.setenv("FRAUDFLOW_PREDICT_THRESHOLD", bad)
         with pytest.raises(ConfigError, match="FRAUDFLOW_PREDICT_THRESHOLD"):
-            create_app(config)
+            Settings.from_env({"FRAUDFLOW_PREDICT_THRESHOLD": bad})
 
 
 def test_a_model_without_a_threshold_decides_at_the_default(
