@@ -162,13 +162,16 @@ def accepts(port: int, host: str = HOST, timeout: float = 1.0) -> bool:
 
 def wait_until_ready(ready: Callable[[], bool], pid: int, markers: Sequence[str],
                      timeout: float, what: str, error: type[ComponentError],
-                     explain: Callable[[], str], poll: float = 0.2) -> None:
+                     explain: Callable[[], str], poll: float = 0.2,
+                     failed: Callable[[], bool] = lambda: False) -> None:
     """Poll `ready()` until true; raise `error` with `explain()` (log tails) if the process
-    exits first or `timeout` seconds pass."""
+    exits first, `failed()` says it will never be ready, or `timeout` seconds pass."""
     deadline = time.monotonic() + timeout
     while not ready():
         if not runs_as(pid, markers):
             raise error(f"{what} (pid {pid}) exited while starting:\n{explain()}")
+        if failed():
+            raise error(f"{what} (pid {pid}) failed to start:\n{explain()}")
         if time.monotonic() > deadline:
             raise error(f"{what} (pid {pid}) was not ready within {timeout:g}s:\n{explain()}")
         time.sleep(poll)
