@@ -16,7 +16,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from components.exceptions import ComponentError
@@ -69,18 +69,18 @@ def java(what: str, error: type[ComponentError]) -> str:
 
 
 def launch(argv: Sequence[str], home: Path, console: Path, what: str,
-           error: type[ComponentError]) -> int:
+           error: type[ComponentError], extra_env: Mapping[str, str] | None = None) -> int:
     """Run `argv` detached in `home` and return its pid.
 
     It goes through ``sh ... &`` so that once sh exits the process is re-parented to init: it
     outlives this process (``fraudflow … start`` returns) and leaves no zombie or Popen to reap
     here. `console` (stdout and stderr, where a JVM's crash ends up) is truncated: it holds
-    this run's output only.
+    this run's output only. The process gets this one's environment plus `extra_env`.
     """
     script = 'out=$1; shift; "$@" </dev/null >"$out" 2>&1 & echo $!'
     proc = subprocess.run(["sh", "-c", script, "sh", str(console), *argv],
                           cwd=home, capture_output=True, text=True, start_new_session=True,
-                          check=False)
+                          env={**os.environ, **(extra_env or {})}, check=False)
     if proc.returncode != 0 or not proc.stdout.strip().isdigit():
         raise error(f"could not launch {what}: {proc.stderr.strip()}")
     return int(proc.stdout.strip())

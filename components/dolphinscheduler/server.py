@@ -19,6 +19,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from string import Template
@@ -141,14 +142,17 @@ def status(var_dir: Path) -> ServerStatus | None:
 
 
 def start(var_dir: Path, settings: ServerSettings | None = None, timeout: float = 180, *,
-          free_ports: bool = False, jvm_opts: tuple[str, ...] = ()) -> ServerInfo:
+          free_ports: bool = False, jvm_opts: tuple[str, ...] = (),
+          extra_env: Mapping[str, str] | None = None) -> ServerInfo:
     """Start the server for `var_dir` (or return the one already running) once it is ready:
     REST health UP, the gateway accepting, a master and a worker registered.
 
     `free_ports` picks free ports for everything (tests); else the settings' REST and gateway
     ports and DolphinScheduler's usual ones. `timeout` bounds the wait after launch (fetching
-    the jars on first use is not counted). Raises DolphinSchedulerError, with the tail of the
-    server's logs, if it exits or is not ready in time.
+    the jars on first use is not counted). Tasks run in the server's environment: this
+    process's plus `extra_env` (e.g. FRAUDFLOW_ADMIN_TOKEN, which the submitted workflow does
+    not carry). Raises DolphinSchedulerError, with the tail of the server's logs, if it exits
+    or is not ready in time.
     """
     settings = settings or ServerSettings.from_env()
     var_dir = Path(var_dir).resolve()
@@ -174,7 +178,7 @@ def start(var_dir: Path, settings: ServerSettings | None = None, timeout: float 
         launched = time.monotonic()
         argv = [*_jvm_args(java_bin, home, conf, jars, settings.heap_mb), *jvm_opts,
                 _MAIN_CLASS]
-        pid = launch(argv, home, home / "server.out", _WHAT, DolphinSchedulerError)
+        pid = launch(argv, home, home / "server.out", _WHAT, DolphinSchedulerError, extra_env)
         (home / "server.pid").write_text(f"{pid}\n")
         try:
             _wait_ready(pid, ports, home, timeout, log_offset)
