@@ -224,7 +224,9 @@ def _gateway(workflow: WorkflowSettings) -> Any:
     gate = JavaGate()
     try:
         gate.java_gateway.entry_point.ping()
-    except Py4JError as exc:
+    # py4j misparses another protocol's answer (KeyError, ValueError, …) as often as it
+    # raises its own errors
+    except (Py4JError, KeyError, IndexError, ValueError) as exc:
         raise GatewayError(
             f"the Java gateway at {where} answered, but not as DolphinScheduler "
             f"{GATEWAY_VERSION}.x's, the version FraudFlow speaks (3.2+ gateways want an auth "
@@ -233,7 +235,9 @@ def _gateway(workflow: WorkflowSettings) -> Any:
 
 
 def _reason(exc: Exception) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = str(exc).strip()
+    return text.splitlines()[0] if text and not isinstance(exc, KeyError) \
+        else type(exc).__name__
 
 
 def submit(definition: WorkflowDefinition, settings: Settings,
