@@ -8,11 +8,13 @@ unchanged), then a failing task.
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -188,3 +190,33 @@ def _closed_port() -> int:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
 
+
+
+def test_the_schedule_fires_with_the_window_of_its_fire_time(
+        stack: Stack, tmp_path: Path) -> None:
+    """Quartz in the server starts the run (every 10 s here), and `${window_end}` is the fire
+    time's hour in Asia/Shanghai. A workflow of its own, on an empty lake: it fails at train."""
+    settings = settings_in(tmp_path)
+    ds_settings = stack.ds.workflow_settings(ds_workflow="fraudflow-cron-test",
+                                             cron="*/10 * * * * ? *")
+    definition = build_definition(settings, ds_settings, Layout.under(settings.var_dir))
+    submitted = submit(definition, settings, ds_settings)
+    project = submitted.project_code
+    with rest_session(ds_settings) as rest:
+        try:
+            deadline = time.monotonic() + 90
+            while not (instances := rest.get(
+                    f"/projects/{project}/process-instances",
+                    processDefineCode=submitted.workflow_code, pageNo=1,
+                    pageSize=10)["totalList"]):
+                assert time.monotonic() < deadline, "the schedule did not fire in 90 s"
+                time.sleep(1)
+        finally:
+            rest.post(f"/projects/{project}/schedules/{submitted.schedule_id}/offline")
+        print(f"\nfirst scheduled instance after {90 - (deadline - time.monotonic()):.1f}s")
+        fired = rest.get(f"/projects/{project}/process-instances/{instances[-1]['id']}")
+    assert fired["commandType"] == "SCHEDULER"
+    params = {p["prop"]: p["value"] for p in json.loads(fired["globalParams"])}
+    # the REST API writes times in UTC; the window is named in UTC+8 wall-clock hours
+    fire_utc = datetime.strptime(fired["scheduleTime"], "%Y-%m-%d %H:%M:%S")
+    assert params["window_end"] == (fire_utc + timedelta(hours=8)).strftime("%Y%m%d%H")
