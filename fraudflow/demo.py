@@ -365,21 +365,52 @@ def stop(var_dir: Path) -> None:
     pids_file.unlink()
 
 
+# --- DolphinScheduler in `make up` (issue 12) ---------------------------------------------
+
+def start_dolphinscheduler(demo: Demo) -> bool:
+    """DolphinScheduler beside the broker, the workflow submitted with its schedule online.
+    False, after one line saying why, when its H2 schema file is missing."""
+    from components.dolphinscheduler.config import ServerSettings
+    from components.dolphinscheduler.server import check_schema
+
+    try:
+        check_schema(ServerSettings.from_env().schema)
+    except FraudFlowError as exc:
+        print(f"DolphinScheduler skipped (the local scheduler runs the workflow): {exc}")
+        return False
+    demo.run("dolphinscheduler", "start", "--var-dir", str(demo.broker_var_dir))
+    demo.run("workflow", "submit")
+    return True
+
+
 def up(settings: Settings) -> None:
-    """The local stack, long-lived: broker, consumers, predict server, and the scheduler in
-    the foreground until Ctrl-C, which stops them all."""
+    """The local stack, long-lived: broker, DolphinScheduler (its schedule runs the workflow;
+    without it the local scheduler does), consumers, predict server, until Ctrl-C, which
+    stops them all."""
     demo = Demo(settings, isolated=False)
     demo.start_broker()
     demo.init_store()
-    demo.start_consumers()
-    demo.start_server()
-    print(f"predict server {demo.url}; scheduler on FRAUDFLOW_WORKFLOW_CRON; Ctrl-C stops all")
-    scheduler = demo.fraudflow("scheduler")
+    on_dolphinscheduler = False
     try:
-        scheduler.wait()
+        on_dolphinscheduler = start_dolphinscheduler(demo)
+        demo.start_consumers()
+        demo.start_server()
+        where = "DolphinScheduler's schedule" if on_dolphinscheduler else "the local scheduler"
+        print(f"predict server {demo.url}; retraining on FRAUDFLOW_WORKFLOW_CRON by {where}; "
+              "Ctrl-C stops all")
+        if on_dolphinscheduler:
+            signal.pause()  # DolphinScheduler runs detached: wait for Ctrl-C
+        else:
+            scheduler = demo.fraudflow("scheduler")
+            try:
+                scheduler.wait()
+            except KeyboardInterrupt:
+                scheduler.wait()
     except KeyboardInterrupt:
-        scheduler.wait()
+        pass
     finally:
+        if on_dolphinscheduler:
+            demo.run("dolphinscheduler", "stop", "--var-dir", str(demo.broker_var_dir))
         demo.clean_up()
 
 
@@ -387,7 +418,8 @@ def main() -> None:
     settings = get_settings()
     if sys.argv[1:] == ["stop"]:
         stop(settings.var_dir)
-        subprocess.run([sys.executable, "-m", "fraudflow", "kafka", "stop"], check=False)
+        for component in ("dolphinscheduler", "kafka"):
+            subprocess.run([sys.executable, "-m", "fraudflow", component, "stop"], check=False)
         return
     if sys.argv[1:] == ["up"]:
         up(settings)
