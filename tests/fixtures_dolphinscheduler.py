@@ -5,7 +5,8 @@ its jars are fetched once into a cache shared across sessions (``<repo>/var/dolp
 libs``, or ``$FRAUDFLOW_DS_LIBS``). Its tasks see FRAUDFLOW_ADMIN_TOKEN = the serving tests'
 admin token, as an operator's worker would have the real one. Without DolphinScheduler's H2
 schema (``$FRAUDFLOW_DS_SCHEMA``, default ``../shared/dolphinscheduler/``) the tests that need
-the server are skipped with the one line saying what is missing.
+the server are skipped with the one line saying what is missing (they fail instead under
+``FRAUDFLOW_TEST_REQUIRE_DOLPHINSCHEDULER=1``, as CI runs them).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from workflows.config import WorkflowSettings
 REPO = Path(__file__).resolve().parent.parent
 # C1 only: the JIT's second tier costs more CPU at start-up than a test session gains back.
 TEST_JVM_OPTS = ("-XX:TieredStopAtLevel=1",)
+REQUIRE_ENV = "FRAUDFLOW_TEST_REQUIRE_DOLPHINSCHEDULER"
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,8 @@ def dolphinscheduler(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dolph
     try:
         server.check_schema(settings.schema)
     except DolphinSchedulerError as exc:
+        if os.environ.get(REQUIRE_ENV) == "1":  # CI: a missing schema is a failure
+            pytest.fail(str(exc))
         pytest.skip(str(exc))
     libs = settings.libs or REPO / "var" / "dolphinscheduler" / "libs"
     settings = replace(settings, libs=libs)
