@@ -30,7 +30,7 @@ from tests.workflow_helpers import sample_clicks, settings_in, synthetic_clicks,
 from workflows.cli import workflow
 from workflows.definition import build_definition
 from workflows.dolphin import submit
-from workflows.dolphin_runs import project_code, rest_session, schedule_of
+from workflows.dolphin_runs import FINAL_STATES, project_code, rest_session, schedule_of
 from workflows.layout import Layout
 
 pytestmark = pytest.mark.dolphinscheduler
@@ -195,7 +195,8 @@ def _closed_port() -> int:
 def test_the_schedule_fires_with_the_window_of_its_fire_time(
         stack: Stack, tmp_path: Path) -> None:
     """Quartz in the server starts the run (every 10 s here), and `${window_end}` is the fire
-    time's hour in Asia/Shanghai. A workflow of its own, on an empty lake: it fails at train."""
+    time's hour in Asia/Shanghai. A workflow of its own, on an empty lake: it fails at train,
+    and with nobody following it, the failed task's script counts the failed run."""
     settings = settings_in(tmp_path)
     ds_settings = stack.ds.workflow_settings(ds_workflow="fraudflow-cron-test",
                                              cron="*/10 * * * * ? *")
@@ -213,10 +214,17 @@ def test_the_schedule_fires_with_the_window_of_its_fire_time(
                 time.sleep(1)
         finally:
             rest.post(f"/projects/{project}/schedules/{submitted.schedule_id}/offline")
-        print(f"\nfirst scheduled instance after {90 - (deadline - time.monotonic()):.1f}s")
-        fired = rest.get(f"/projects/{project}/process-instances/{instances[-1]['id']}")
+        first = instances[-1]["id"]
+        while (fired := rest.get(f"/projects/{project}/process-instances/{first}"))[
+                "state"] not in FINAL_STATES:
+            assert time.monotonic() < deadline + 120, "the scheduled run did not end"
+            time.sleep(1)
     assert fired["commandType"] == "SCHEDULER"
     params = {p["prop"]: p["value"] for p in json.loads(fired["globalParams"])}
     # the REST API writes times in UTC; the window is named in UTC+8 wall-clock hours
     fire_utc = datetime.strptime(fired["scheduleTime"], "%Y-%m-%d %H:%M:%S")
     assert params["window_end"] == (fire_utc + timedelta(hours=8)).strftime("%Y%m%d%H")
+    # nobody followed it: its failed task counted the failed run itself
+    assert fired["state"] == "FAILURE"
+    metrics = (settings.var_dir / "metrics" / "workflow.prom").read_text()
+    assert re.search(r'^fraudflow_workflow_runs_total\{outcome="failed"\} [1-9]', metrics, re.M)

@@ -106,13 +106,28 @@ def submit_command(ctx: click.Context, start: bool, wait: bool, window_end: str 
     click.echo(f"instance {instance} {result.state} after {result.seconds:.1f}s")
     if not result.succeeded:
         from workflows.alerting import FAILED, record_outcome
+        from workflows.dolphin import failure_key
 
-        record_outcome(Layout.under(settings.var_dir), settings.model_dir, FAILED,
-                       f"dolphinscheduler:{instance}")
+        for name in result.failed_logs:  # the failed task's own script counted it already
+            record_outcome(Layout.under(settings.var_dir), settings.model_dir, FAILED,
+                           failure_key(result.tasks[name].id))
         failed = ", ".join(result.failed_logs) or "none"
         click.echo(f"error: instance {instance} ended {result.state} (failed tasks: {failed})",
                    err=True)
         sys.exit(1)
+
+
+@workflow.command("record-failure")
+@click.argument("key")
+@click.pass_context
+def record_failure(ctx: click.Context, key: str) -> None:
+    """Count a failed run for alerting (FraudflowRetrainingFailed), once per KEY; the
+    DolphinScheduler Shell tasks call it when they fail."""
+    from workflows.alerting import FAILED, record_outcome
+
+    settings = settings_of(ctx)
+    record_outcome(Layout.under(settings.var_dir), settings.model_dir, FAILED, key)
+    click.echo(f"failed run {key} recorded")
 
 
 @workflow.command()

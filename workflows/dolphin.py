@@ -109,17 +109,27 @@ def _absolute_store_url(store_url: str) -> str:
     return f"embedded://{Path(path).absolute()}"
 
 
+def failure_key(task_instance_id: int | str) -> str:
+    """How a failed DolphinScheduler task is counted for alerting: once per task instance,
+    whether its own script or `submit --wait` records it."""
+    return f"dolphinscheduler-task:{task_instance_id}"
+
+
 def shell_script(task: StepTask | SqlTask, settings: Settings,
                  workflow: WorkflowSettings) -> str:
     """The Shell task's script: the settings, then `fraudflow workflow step` or `fraudflow sql`
-    (DolphinScheduler fills `${window_end}` in either before it runs)."""
+    (DolphinScheduler fills `${window_end}` in before it runs). A failing command first
+    counts the failed run (a scheduled run has nobody following it)."""
     if isinstance(task, SqlTask):
         command = f"fraudflow sql --mode {task.execute_mode} {shlex.quote(task.sql)}"
     else:
         command = f"fraudflow workflow step {task.name} --window-end ${{{WINDOW_PARAM}}}"
         if task.outputs:
             command += " --emit-params"
-    return "\n".join(["set -euo pipefail", *_exports(settings, workflow), command])
+    # DolphinScheduler 3.1 runs the script in .../<instance id>/<task instance id>/ and
+    # does not fill ${system.task.instance.id} in scripts: the directory names it.
+    record = f"trap 'fraudflow workflow record-failure {failure_key('${PWD##*/}')}' ERR"
+    return "\n".join(["set -euo pipefail", *_exports(settings, workflow), record, command])
 
 
 def switch_condition(parameter: str, value: str) -> str:

@@ -260,6 +260,9 @@ def _jvm_args(java_bin: str, home: Path, conf: Path, jars: Path, heap_mb: int) -
     (home / "tmp").mkdir(exist_ok=True)
     return [java_bin, "-Xms512m", f"-Xmx{heap_mb}m", "-XX:+UseG1GC",
             "-XX:+ExitOnOutOfMemoryError", "-Djava.awt.headless=true",
+            # The worker reads each task process's pid by reflection (to kill it on a stop):
+            # Java 17 refuses that unless java.lang is opened to it.
+            "--add-opens", "java.base/java.lang=ALL-UNNAMED",
             "-Dfile.encoding=UTF-8", f"-Djava.io.tmpdir={home / 'tmp'}",
             # sudo off: tasks run as this user, whatever tenant the workflow names.
             "-Dsudo.enable=false", f"-Ddata.basedir.path={home / 'data'}",
