@@ -23,6 +23,7 @@ SUCCESS = "SUCCESS"
 #: Instance and task states after which nothing more happens to it.
 FINAL_STATES = frozenset({"SUCCESS", "FORCED_SUCCESS", "FAILURE", "STOP", "KILL", "PAUSE"})
 _LOG_LINES = 500
+_REFUSALS_TOLERATED = 10
 
 
 @dataclass
@@ -143,9 +144,20 @@ def follow(rest: DolphinSchedulerRest, project: int, instance: int,
     the tasks that failed are fetched at the end."""
     started = time.monotonic()
     seen: dict[str, str] = {}
+    refused = 0
     while True:
-        state = str(rest.get(f"/projects/{project}/process-instances/{instance}")["state"])
-        tasks = task_runs(rest, project, instance)
+        try:
+            state = str(rest.get(f"/projects/{project}/process-instances/{instance}")["state"])
+            tasks = task_runs(rest, project, instance)
+        except RestError:
+            # 3.1.1 refuses a read now and then while the master writes the instance
+            # ("query task list by process instance id error"); a few in a row are an error
+            refused += 1
+            if refused >= _REFUSALS_TOLERATED:
+                raise
+            time.sleep(poll)
+            continue
+        refused = 0
         for name, run in tasks.items():
             if seen.get(name) != run.state:
                 seen[name] = run.state

@@ -111,7 +111,9 @@ def home_dir(var_dir: Path) -> Path:
 
 
 def libs_dir(var_dir: Path, settings: ServerSettings) -> Path:
-    return settings.libs if settings.libs is not None else home_dir(var_dir) / "libs"
+    """The jar cache, absolute: the JVM runs in the server's home, not here."""
+    libs = settings.libs if settings.libs is not None else home_dir(var_dir) / "libs"
+    return libs.absolute()
 
 
 def check_schema(schema: Path) -> Path:
