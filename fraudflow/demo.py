@@ -199,11 +199,11 @@ class Demo:
         self.report["operating_point"] = metadata.get("operating_point")
         self.report["report_dir"] = str(self.settings.model_dir / "versions" / version / "report")
 
-    def start_server(self) -> None:
+    def start_server(self, probe: str = "/readyz") -> None:
         server = self.fraudflow("serve", "--port", str(self.settings.port), "--workers", "2",
                                 log="serve.log")
         self.remember("serve", server)
-        wait_ready(self.url, server, self.home / "serve.log")
+        wait_ready(self.url, server, self.home / "serve.log", probe=probe)
 
     @property
     def url(self) -> str:
@@ -290,14 +290,15 @@ def _operating_point(stored: dict[str, Any] | None) -> str:
 
 
 def wait_ready(url: str, server: subprocess.Popen[bytes], log: Path,
-               timeout_s: float = 120) -> None:
-    """Until the predict server at `url` answers /readyz with 200 (model and store ready)."""
+               timeout_s: float = 120, probe: str = "/readyz") -> None:
+    """Until the predict server at `url` answers `probe` with 200 (/readyz: model and store
+    ready; /healthz: the process answers)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if server.poll() is not None:
             raise DemoError(f"the predict server exited; see {log}")
         try:
-            if requests.get(f"{url}/readyz", timeout=15).status_code == 200:
+            if requests.get(f"{url}{probe}", timeout=15).status_code == 200:
                 return
         except (requests.ConnectionError, requests.Timeout):
             pass  # still booting
@@ -394,7 +395,8 @@ def up(settings: Settings) -> None:
     try:
         on_dolphinscheduler = start_dolphinscheduler(demo)
         demo.start_consumers()
-        demo.start_server()
+        # alive is enough: a fresh stack has no model until the first scheduled run publishes
+        demo.start_server(probe="/healthz")
         where = "DolphinScheduler's schedule" if on_dolphinscheduler else "the local scheduler"
         print(f"predict server {demo.url}; retraining on FRAUDFLOW_WORKFLOW_CRON by {where}; "
               "Ctrl-C stops all")
