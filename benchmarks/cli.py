@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-SUITES = ("features", "ingest", "serving", "executors")
+SUITES = ("features", "ingest", "serving", "executors", "dolphinscheduler")
 
 
 def _run_suite(name: str, quick: bool) -> dict[str, Any]:
@@ -35,6 +35,17 @@ def _run_suite(name: str, quick: bool) -> dict[str, Any]:
 
         return ingest_bench.run_benchmarks(events=50_000 if quick else 300_000,
                                            seconds=3 if quick else 20)
+    if name == "dolphinscheduler":
+        from benchmarks import dolphinscheduler as dolphinscheduler_bench
+        from components.dolphinscheduler.config import ServerSettings
+        from components.dolphinscheduler.server import check_schema
+        from components.exceptions import DolphinSchedulerError
+
+        try:
+            check_schema(ServerSettings.from_env().schema)
+        except DolphinSchedulerError as exc:  # say why, and go on with the other suites
+            return {"skipped": str(exc)}
+        return dolphinscheduler_bench.run(runs=1 if quick else 3, starts=1 if quick else 2)
     from benchmarks import serving as serving_bench
 
     result: dict[str, Any] = {}

@@ -1,5 +1,5 @@
-"""`fraudflow kafka start|stop|status`, `fraudflow spark fetch|health`: the local real
-components' lifecycle commands."""
+"""`fraudflow kafka|dolphinscheduler start|stop|status`, `fraudflow spark fetch|health`:
+the local real components' lifecycle commands."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from pathlib import Path
 import click
 
 from components import maven
+from components.dolphinscheduler import server as dolphinscheduler_server
+from components.dolphinscheduler.config import ServerSettings
 from components.kafka import broker
 from components.spark import runtime
 from core.cli import quiet_kafka_client, settings_of
@@ -127,4 +129,65 @@ def health(ctx: click.Context) -> None:
                f"{engine.startup_seconds:.1f}s")
 
 
-commands = [kafka, spark]
+
+@click.group("dolphinscheduler")
+def dolphinscheduler() -> None:
+    """Run a local DolphinScheduler 3.1.1 standalone server (REST API and Python gateway)
+    from Maven Central jars; the retraining workflow is submitted to it."""
+
+
+def _describe(found: dolphinscheduler_server.ServerStatus) -> str:
+    rss = found.rss_bytes
+    memory = f", RSS {rss / 2**20:.0f} MiB" if rss else ""
+    return (f"REST {found.rest_url} (Swagger {found.swagger_url}), gateway "
+            f"{dolphinscheduler_server.HOST}:{found.ports.gateway} (pid {found.pid}{memory})")
+
+
+@dolphinscheduler.command("start")
+@_var_dir_option
+@click.option("--timeout", type=float, default=180.0, show_default=True,
+              help="Seconds to wait for the server to be ready.")
+@click.pass_context
+def ds_start(ctx: click.Context, var_dir: Path | None, timeout: float) -> None:
+    """Start the server (fetching its jars on first use); do nothing if it already runs.
+    Ports: FRAUDFLOW_DS_REST_PORT, FRAUDFLOW_DS_GATEWAY_PORT; schema: FRAUDFLOW_DS_SCHEMA."""
+    _, var_dir = _resolve(ctx, None, var_dir)
+    info = dolphinscheduler_server.start(var_dir, ServerSettings.from_env(), timeout=timeout)
+    if info.already_running:
+        click.echo(f"DolphinScheduler already running: {_describe(info)}")
+    else:
+        click.echo(f"DolphinScheduler {dolphinscheduler_server.VERSION} started in "
+                   f"{info.startup_seconds:.1f}s: {_describe(info)}; log: {info.log_path}")
+
+
+@dolphinscheduler.command("stop")
+@_var_dir_option
+@click.option("--timeout", type=float, default=30.0, show_default=True,
+              help="Seconds to wait after SIGTERM before SIGKILL.")
+@click.pass_context
+def ds_stop(ctx: click.Context, var_dir: Path | None, timeout: float) -> None:
+    """Stop the server (its in-memory database, and so every definition, goes with it)."""
+    _, var_dir = _resolve(ctx, None, var_dir)
+    if dolphinscheduler_server.stop(var_dir, timeout=timeout):
+        click.echo("DolphinScheduler stopped")
+    else:
+        click.echo("DolphinScheduler was not running")
+
+
+@dolphinscheduler.command("status")
+@_var_dir_option
+@click.pass_context
+def ds_status(ctx: click.Context, var_dir: Path | None) -> None:
+    """Show whether the server runs; exit 1 if it does not, 3 if it runs but is not ready."""
+    _, var_dir = _resolve(ctx, None, var_dir)
+    found = dolphinscheduler_server.status(var_dir)
+    if found is None:
+        click.echo("DolphinScheduler not running")
+        ctx.exit(1)
+    state = "running" if found.answering else "running but not ready (starting?)"
+    click.echo(f"DolphinScheduler {state}: {_describe(found)}")
+    if not found.answering:
+        ctx.exit(3)
+
+
+commands = [kafka, spark, dolphinscheduler]

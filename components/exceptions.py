@@ -13,3 +13,8 @@ class BrokerError(ComponentError):
 
 class SparkError(ComponentError):
     """OpenMLDB's batch engine on Spark could not be fetched, started, reached or run."""
+
+
+class DolphinSchedulerError(ComponentError):
+    """The local DolphinScheduler server could not be fetched, configured, started, reached or
+    stopped, or its REST API refused a request."""

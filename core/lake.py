@@ -90,6 +90,26 @@ class TopicLake:
         moment = datetime.fromtimestamp((hour_start_ms + _OFFSETS_MS[clock]) / 1000, UTC)
         return self.home / f"date={moment:%Y-%m-%d}" / f"hour={moment.hour:02d}"
 
+    def write_hours(self, table: pa.Table, name: str) -> list[Path]:
+        """Write clicks (SCHEMA's columns) as one parquet file per hour, each appearing
+        atomically, as the archive commits them; for loading a lake from a file at once."""
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        clock = self.claim()
+        table = table.select(SCHEMA.names).cast(SCHEMA)
+        hours = pc.subtract(table["click_time"], pc.remainder(table["click_time"], _HOUR_MS))
+        written = []
+        for hour in sorted(set(hours.to_pylist())):
+            folder = self.hour_folder(int(hour), clock)
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"{name}.parquet"
+            temp = folder / f"{name}.parquet{TEMP_SUFFIX}"
+            pq.write_table(table.filter(pc.equal(hours, hour)), temp)
+            os.replace(temp, path)
+            written.append(path)
+        return written
+
     def files(self) -> list[LakeFile]:
         """Every committed file, oldest hour first (temp files end in .tmp or start with a dot)."""
         shift = timedelta(milliseconds=UTC8_OFFSET_MS - _OFFSETS_MS[self.partition_clock()])

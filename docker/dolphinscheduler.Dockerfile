@@ -3,7 +3,8 @@
 # 3.11, so uv installs a standalone build of it (glibc-portable) into its own venv.
 FROM ghcr.io/astral-sh/uv:0.5.11 AS uv
 
-FROM apache/dolphinscheduler-standalone-server:3.2.2
+# 3.1.1: the DolphinScheduler FraudFlow's client speaks and its tests run live (see README).
+FROM apache/dolphinscheduler-standalone-server:3.1.1
 
 RUN apt-get update \
     && apt-get install -y --no-install-recommends curl libgomp1 \

@@ -199,11 +199,11 @@ class Demo:
         self.report["operating_point"] = metadata.get("operating_point")
         self.report["report_dir"] = str(self.settings.model_dir / "versions" / version / "report")
 
-    def start_server(self) -> None:
+    def start_server(self, probe: str = "/readyz") -> None:
         server = self.fraudflow("serve", "--port", str(self.settings.port), "--workers", "2",
                                 log="serve.log")
         self.remember("serve", server)
-        wait_ready(self.url, server, self.home / "serve.log")
+        wait_ready(self.url, server, self.home / "serve.log", probe=probe)
 
     @property
     def url(self) -> str:
@@ -290,14 +290,15 @@ def _operating_point(stored: dict[str, Any] | None) -> str:
 
 
 def wait_ready(url: str, server: subprocess.Popen[bytes], log: Path,
-               timeout_s: float = 120) -> None:
-    """Until the predict server at `url` answers /readyz with 200 (model and store ready)."""
+               timeout_s: float = 120, probe: str = "/readyz") -> None:
+    """Until the predict server at `url` answers `probe` with 200 (/readyz: model and store
+    ready; /healthz: the process answers)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if server.poll() is not None:
             raise DemoError(f"the predict server exited; see {log}")
         try:
-            if requests.get(f"{url}/readyz", timeout=15).status_code == 200:
+            if requests.get(f"{url}{probe}", timeout=15).status_code == 200:
                 return
         except (requests.ConnectionError, requests.Timeout):
             pass  # still booting
@@ -365,21 +366,53 @@ def stop(var_dir: Path) -> None:
     pids_file.unlink()
 
 
+# --- DolphinScheduler in `make up` (issue 12) ---------------------------------------------
+
+def start_dolphinscheduler(demo: Demo) -> bool:
+    """DolphinScheduler beside the broker, the workflow submitted with its schedule online.
+    False, after one line saying why, when its H2 schema file is missing."""
+    from components.dolphinscheduler.config import ServerSettings
+    from components.dolphinscheduler.server import check_schema
+
+    try:
+        check_schema(ServerSettings.from_env().schema)
+    except FraudFlowError as exc:
+        print(f"DolphinScheduler skipped (the local scheduler runs the workflow): {exc}")
+        return False
+    demo.run("dolphinscheduler", "start", "--var-dir", str(demo.broker_var_dir))
+    demo.run("workflow", "submit")
+    return True
+
+
 def up(settings: Settings) -> None:
-    """The local stack, long-lived: broker, consumers, predict server, and the scheduler in
-    the foreground until Ctrl-C, which stops them all."""
+    """The local stack, long-lived: broker, DolphinScheduler (its schedule runs the workflow;
+    without it the local scheduler does), consumers, predict server, until Ctrl-C, which
+    stops them all."""
     demo = Demo(settings, isolated=False)
     demo.start_broker()
     demo.init_store()
-    demo.start_consumers()
-    demo.start_server()
-    print(f"predict server {demo.url}; scheduler on FRAUDFLOW_WORKFLOW_CRON; Ctrl-C stops all")
-    scheduler = demo.fraudflow("scheduler")
+    on_dolphinscheduler = False
     try:
-        scheduler.wait()
+        on_dolphinscheduler = start_dolphinscheduler(demo)
+        demo.start_consumers()
+        # alive is enough: a fresh stack has no model until the first scheduled run publishes
+        demo.start_server(probe="/healthz")
+        where = "DolphinScheduler's schedule" if on_dolphinscheduler else "the local scheduler"
+        print(f"predict server {demo.url}; retraining on FRAUDFLOW_WORKFLOW_CRON by {where}; "
+              "Ctrl-C stops all")
+        if on_dolphinscheduler:
+            signal.pause()  # DolphinScheduler runs detached: wait for Ctrl-C
+        else:
+            scheduler = demo.fraudflow("scheduler")
+            try:
+                scheduler.wait()
+            except KeyboardInterrupt:
+                scheduler.wait()
     except KeyboardInterrupt:
-        scheduler.wait()
+        pass
     finally:
+        if on_dolphinscheduler:
+            demo.run("dolphinscheduler", "stop", "--var-dir", str(demo.broker_var_dir))
         demo.clean_up()
 
 
@@ -387,7 +420,8 @@ def main() -> None:
     settings = get_settings()
     if sys.argv[1:] == ["stop"]:
         stop(settings.var_dir)
-        subprocess.run([sys.executable, "-m", "fraudflow", "kafka", "stop"], check=False)
+        for component in ("dolphinscheduler", "kafka"):
+            subprocess.run([sys.executable, "-m", "fraudflow", component, "stop"], check=False)
         return
     if sys.argv[1:] == ["up"]:
         up(settings)

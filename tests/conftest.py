@@ -10,7 +10,7 @@ from core.registry import Registry
 from serving import create_app
 from tests.serving_helpers import ADMIN_TOKEN, ServingData, build_serving_data, registry_serving
 
-pytest_plugins = ["tests.fixtures_kafka"]
+pytest_plugins = ["tests.fixtures_kafka", "tests.fixtures_dolphinscheduler"]
 
 
 # --- the predict server (flaskr style: `app` and `client`) ----------------------------------

@@ -167,3 +167,15 @@ def test_prometheus_scrapes_the_services_on_the_ports_they_serve(
     assert f"./{PROMETHEUS_CONFIG.relative_to(REPO)}:/etc/prometheus/prometheus.yml:ro" in mounts
     rules_dir = str(Path(COMPOSE_RULE_FILES[0]).parent)
     assert f"./monitoring/rules:{rules_dir}:ro" in mounts
+
+
+def test_compose_runs_the_dolphinscheduler_the_client_speaks_and_the_tests_run() -> None:
+    from importlib.metadata import version
+
+    from components.dolphinscheduler.server import VERSION
+
+    dockerfile = (REPO / "docker" / "dolphinscheduler.Dockerfile").read_text()
+    base = re.search(r"^FROM apache/dolphinscheduler-standalone-server:(\S+)$", dockerfile,
+                     re.MULTILINE)
+    assert base is not None
+    assert base[1] == VERSION == version("apache-dolphinscheduler")

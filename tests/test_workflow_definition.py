@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import socket
 import subprocess
 import sys
@@ -20,7 +21,6 @@ from workflows.cli import workflow
 from workflows.config import WorkflowSettings
 from workflows.definition import GateTask, SqlTask, StepTask, build_definition
 from workflows.dolphin import definition_json
-from workflows.exceptions import GatewayError
 from workflows.layout import Layout
 from workflows.sql import deployment_name, training_select
 
@@ -83,7 +83,8 @@ def test_edges_switch_branches_and_outputs(tmp_path: Path) -> None:
              for r in rendered["taskRelationJson"]}
     assert edges == EXPECTED_EDGES | {(None, "create_table")}  # 0 → root, as DS wants
     switch = tasks["gate"]["taskParams"]["switchResult"]
-    assert switch == {"dependTaskList": [{"condition": '"${gate}" == "pass"',
+    # DolphinScheduler quotes a VARCHAR parameter itself: `"${gate}"` would never match
+    assert switch == {"dependTaskList": [{"condition": '${gate} == "pass"',
                                           "nextNode": tasks["deploy"]["code"]}],
                       "nextNode": tasks["report"]["code"]}
     validate = tasks["validate"]["taskParams"]
@@ -124,11 +125,25 @@ def test_show_prints_json_without_a_server(tmp_path: Path) -> None:
     assert len(shown["taskDefinitionJson"]) == 10
 
 
-def test_submit_refuses_an_embedded_store(tmp_path: Path) -> None:
-    result = CliRunner().invoke(workflow, ["submit"],
-                                obj=_settings(tmp_path, "embedded://" + str(tmp_path)))
-    assert isinstance(result.exception, GatewayError)
-    assert "is not an OpenMLDB cluster" in str(result.exception)
+def test_an_embedded_store_runs_the_sql_as_shell_tasks(tmp_path: Path) -> None:
+    settings = _settings(tmp_path, "embedded://var/store")
+    workflow_settings = WorkflowSettings()
+    definition = build_definition(settings, workflow_settings, Layout.under(settings.var_dir))
+    rendered = definition_json(definition, settings, workflow_settings)
+    tasks = {t["name"]: t for t in rendered["taskDefinitionJson"]}
+    assert {tasks[name]["taskType"] for name in ("create_table", "extract", "deploy")} == \
+        {"SHELL"}
+    script = tasks["extract"]["taskParams"]["rawScript"]
+    # the worker runs in a directory of its own: the store's path is absolute
+    assert f"export FRAUDFLOW_STORE_URL=embedded://{Path('var/store').absolute()}" in script
+    command = script[script.index("\nfraudflow ") + 1:]
+    assert command.startswith("fraudflow sql --mode offline 'USE demo_db;")
+    sql = next(t for t in definition.tasks if t.name == "extract")
+    assert isinstance(sql, SqlTask)
+    assert shlex.split(command)[-1] == sql.sql  # the same text, quoted for the shell
+    assert "${window_end}" in command  # DolphinScheduler fills it in before the shell runs
+    assert "\nfraudflow sql --mode online 'USE demo_db;" in \
+        tasks["deploy"]["taskParams"]["rawScript"]
 
 
 def test_submit_fails_clearly_when_no_gateway_answers(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from core.config import Settings
 from workflows.config import WorkflowSettings
 from workflows.definition import GateTask, WorkflowDefinition, build_definition
 from workflows.layout import Layout
-from workflows.window import Window
+from workflows.window import SCHEDULE_TIMEZONE, Window
 
 if TYPE_CHECKING:
     from workflows.steps import StepContext
@@ -67,16 +67,67 @@ def show(ctx: click.Context) -> None:
 
 
 @workflow.command("submit")
+@click.option("--run", "start", is_flag=True, help="Start an instance once submitted.")
+@click.option("--wait", is_flag=True,
+              help="Follow the instance (implies --run): each task's state, a failed task's "
+                   "log; exit 0 only if it ends in SUCCESS.")
+@_window_end
+@click.option("--timeout", type=float, default=3600, show_default=True,
+              help="Seconds --wait follows the instance.")
 @click.pass_context
-def submit_command(ctx: click.Context) -> None:
-    """Create or update the workflow on DolphinScheduler through its Java gateway
-    (PYDS_JAVA_GATEWAY_ADDRESS, PYDS_JAVA_GATEWAY_PORT, PYDS_JAVA_GATEWAY_AUTH_TOKEN)."""
+def submit_command(ctx: click.Context, start: bool, wait: bool, window_end: str | None,
+                   timeout: float) -> None:
+    """Create or update the workflow on DolphinScheduler 3.1 (Java gateway
+    PYDS_JAVA_GATEWAY_ADDRESS/PORT), put its schedule online (REST FRAUDFLOW_DS_REST_URL)
+    and optionally run it. Without --window-end a run's window ends at its start hour, as a
+    scheduled run's ends at its fire time."""
     from workflows.dolphin import submit
+    from workflows.dolphin_runs import follow, rest_session, start_run
 
     settings, workflow_settings, definition = _definition(ctx)
-    code = submit(definition, settings, workflow_settings)
+    done = submit(definition, settings, workflow_settings)
+    state = "online" if done.schedule_online else "OFFLINE"
     click.echo(f"workflow {definition.name!r} in project {workflow_settings.ds_project!r} "
-               f"submitted (code {code}), schedule {definition.cron!r}")
+               f"submitted (code {done.workflow_code}, {len(done.task_codes)} tasks); schedule "
+               f"{definition.cron!r} {SCHEDULE_TIMEZONE} {state} (id {done.schedule_id}); "
+               f"REST {workflow_settings.ds_rest_url}")
+    if not (start or wait):
+        return
+    window_id = None if window_end is None else \
+        Window.ending(window_end, workflow_settings.training_hours).id
+    with rest_session(workflow_settings) as rest:
+        instance = start_run(rest, done.project_code, done.workflow_code, window_id)
+        click.echo(f"started instance {instance} (window end {window_id or 'its start hour'})")
+        if not wait:
+            return
+        result = follow(rest, done.project_code, instance, click.echo, timeout)
+    for name, text in result.failed_logs.items():
+        click.echo(f"--- task {name} {result.tasks[name].state}; its log: ---\n{text.rstrip()}")
+    click.echo(f"instance {instance} {result.state} after {result.seconds:.1f}s")
+    if not result.succeeded:
+        from workflows.alerting import FAILED, record_outcome
+        from workflows.dolphin import failure_key
+
+        for name in result.failed_logs:  # the failed task's own script counted it already
+            record_outcome(Layout.under(settings.var_dir), settings.model_dir, FAILED,
+                           failure_key(result.tasks[name].id))
+        failed = ", ".join(result.failed_logs) or "none"
+        click.echo(f"error: instance {instance} ended {result.state} (failed tasks: {failed})",
+                   err=True)
+        sys.exit(1)
+
+
+@workflow.command("record-failure")
+@click.argument("key")
+@click.pass_context
+def record_failure(ctx: click.Context, key: str) -> None:
+    """Count a failed run for alerting (FraudflowRetrainingFailed), once per KEY; the
+    DolphinScheduler Shell tasks call it when they fail."""
+    from workflows.alerting import FAILED, record_outcome
+
+    settings = settings_of(ctx)
+    record_outcome(Layout.under(settings.var_dir), settings.model_dir, FAILED, key)
+    click.echo(f"failed run {key} recorded")
 
 
 @workflow.command()

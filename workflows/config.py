@@ -7,9 +7,10 @@ token) come from `core.config.Settings`; this holds what only the workflow uses.
 from __future__ import annotations
 
 import dataclasses
+import getpass
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from croniter import croniter
 
@@ -43,15 +44,27 @@ class WorkflowSettings:
     metrics_port: int = 9109
     ds_project: str = "fraudflow"
     ds_workflow: str = "fraudflow-retrain"
+    # DolphinScheduler 3.1: the Java gateway the workflow is submitted through, and the REST
+    # API that puts its schedule online, starts runs and follows them.
+    ds_gateway_address: str = "127.0.0.1"
+    ds_gateway_port: int = 25333
+    ds_rest_url: str = "http://127.0.0.1:12345/dolphinscheduler"
+    ds_rest_user: str = "admin"
+    ds_rest_password: str = "dolphinscheduler123"
+    # The DolphinScheduler user the gateway submits as (created if missing), and its tenant:
+    # the OS user the worker runs tasks as. A worker with sudo off (as `fraudflow
+    # dolphinscheduler start` runs it) runs them as itself, so the default is this user.
+    ds_user: str = "fraudflow"
+    ds_tenant: str = field(default_factory=getpass.getuser)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> WorkflowSettings:
         env = os.environ if environ is None else environ
         values: dict[str, object] = {}
-        for field in dataclasses.fields(cls):
-            raw = env.get(ENV_VARS[field.name], "").strip()
+        for setting in dataclasses.fields(cls):
+            raw = env.get(ENV_VARS[setting.name], "").strip()
             if raw:
-                values[field.name] = _convert(field, raw)
+                values[setting.name] = _convert(setting, raw)
         settings = cls(**values)  # type: ignore[arg-type]
         settings.check()
         return settings
@@ -69,6 +82,7 @@ class WorkflowSettings:
             "publish_retries": self.publish_retries < 0,
             "publish_timeout_seconds": self.publish_timeout_seconds <= 0,
             "metrics_port": not 0 <= self.metrics_port <= 65535,
+            "ds_gateway_port": not 0 < self.ds_gateway_port <= 65535,
         }
         for name, bad in problems.items():
             if bad:
@@ -108,6 +122,14 @@ ENV_VARS: dict[str, str] = {
     "metrics_port": "FRAUDFLOW_WORKFLOW_METRICS_PORT",
     "ds_project": "FRAUDFLOW_DS_PROJECT",
     "ds_workflow": "FRAUDFLOW_DS_WORKFLOW",
+    # the SDK's own names, which docker-compose and DolphinScheduler's docs use
+    "ds_gateway_address": "PYDS_JAVA_GATEWAY_ADDRESS",
+    "ds_gateway_port": "PYDS_JAVA_GATEWAY_PORT",
+    "ds_rest_url": "FRAUDFLOW_DS_REST_URL",
+    "ds_rest_user": "FRAUDFLOW_DS_REST_USER",
+    "ds_rest_password": "FRAUDFLOW_DS_REST_PASSWORD",
+    "ds_user": "FRAUDFLOW_DS_USER",
+    "ds_tenant": "FRAUDFLOW_DS_TENANT",
 }
 
 

@@ -1,25 +1,31 @@
-"""The workflow definition rendered to pydolphinscheduler (DolphinScheduler 3.2.x).
+"""The workflow definition rendered for DolphinScheduler 3.1.x, and its upsert there.
 
-SQL tasks become OpenMLDB tasks, step tasks Shell tasks running `fraudflow workflow step`, the
-gate a Switch on the `gate` parameter that the validate task outputs. `submit` upserts the
-workflow by name through the Java gateway: the gateway hands out task codes by (project,
-workflow, task name), so re-submitting updates the same tasks instead of importing JSON whose
-ids must be fixed by hand.
+The client is pydolphinscheduler 3.1.1 (the SDK of DolphinScheduler 3.1; the 4.x SDK speaks the
+3.2 gateway only). SQL tasks become OpenMLDB tasks on an OpenMLDB cluster, or Shell tasks
+running `fraudflow sql` on an embedded store (the worker then reaches the store by path, so
+one machine runs the whole retraining); step tasks are Shell tasks running `fraudflow workflow
+step`, the gate a Switch on the `gate` OUT parameter of the validate task. `submit` upserts
+the workflow by project and name through the Java gateway, which hands out task codes by
+(project, workflow, task name): re-submitting updates the same tasks. The schedule is then
+put online through the REST API (the gateway leaves a new schedule offline).
 
-pydolphinscheduler asks the gateway for every task's code. `show` builds the workflow offline
-instead, with codes derived from the task names (as the SDK's own tests patch
-`Task.gen_code_and_version`), so the definition can be printed and checked with no server.
+pydolphinscheduler asks the gateway for every task's code. `definition_json` builds the
+workflow offline instead, with codes derived from the task names, so the definition can be
+printed and checked with no server.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib
+import json
 import logging
 import shlex
+import socket
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 from unittest import mock
 from urllib.parse import parse_qs, urlparse
@@ -46,22 +52,25 @@ _SHARED_EXPORTS = ("store_url", "var_dir", "lake_dir", "model_dir", "database", 
 _WORKFLOW_EXPORTS = ("auc_floor", "max_auc_drop", "max_install_loss", "max_pr_auc_drop",
                      "max_blocked_drop", "training_hours", "holdout_fraction",
                      "predict_urls", "publish_retries", "publish_timeout_seconds")
-# Shown for an embedded store, which no DolphinScheduler OpenMLDB task can reach.
-_PLACEHOLDER_ZOOKEEPER = ("127.0.0.1:2181", "/openmldb")
+#: The DolphinScheduler versions whose gateway this client speaks.
+GATEWAY_VERSION = "3.1"
+
+
+@dataclass(frozen=True)
+class Submitted:
+    project_code: int
+    workflow_code: int
+    task_codes: dict[str, int]
+    schedule_id: int
+    schedule_online: bool
 
 
 def _sdk() -> Any:
-    """Import the SDK; its import tries the gateway, which must not spill logs on `show`."""
+    """Import the SDK quietly (its import reads its configuration, and py4j logs a lot)."""
     logging.getLogger("py4j").setLevel(logging.CRITICAL)
-    quiet = logging.getLogger("pydolphinscheduler")
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "unmatched gateway version unknown"
-            return importlib.import_module("pydolphinscheduler.java_gateway")
-    finally:
-        quiet.setLevel(level)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return importlib.import_module("pydolphinscheduler.java_gateway")
 
 
 def zookeeper(store_url: str) -> tuple[str, str] | None:
@@ -79,6 +88,8 @@ def _exports(settings: Settings, workflow: WorkflowSettings) -> list[str]:
         value = getattr(settings, name)
         if name.endswith("_dir"):
             value = value.absolute()
+        if name == "store_url":
+            value = _absolute_store_url(value)
         lines.append(f"export {SHARED_ENV_VARS[name]}={shlex.quote(str(value))}")
     for name in _WORKFLOW_EXPORTS:
         value = getattr(workflow, name)
@@ -87,40 +98,77 @@ def _exports(settings: Settings, workflow: WorkflowSettings) -> list[str]:
     return lines
 
 
-def shell_script(task: StepTask, settings: Settings, workflow: WorkflowSettings) -> str:
-    command = f"fraudflow workflow step {task.name} --window-end ${{{WINDOW_PARAM}}}"
-    if task.outputs:
-        command += " --emit-params"
-    return "\n".join(["set -euo pipefail", *_exports(settings, workflow), command])
+def _absolute_store_url(store_url: str) -> str:
+    """An embedded store's path made absolute: the worker runs tasks in a directory of its
+    own, where a relative path would name another (empty) store."""
+    from pathlib import Path
+
+    scheme, sep, path = store_url.partition("://")
+    if scheme != "embedded" or not sep:
+        return store_url
+    return f"embedded://{Path(path).absolute()}"
+
+
+def failure_key(task_instance_id: int | str) -> str:
+    """How a failed DolphinScheduler task is counted for alerting: once per task instance,
+    whether its own script or `submit --wait` records it."""
+    return f"dolphinscheduler-task:{task_instance_id}"
+
+
+def shell_script(task: StepTask | SqlTask, settings: Settings,
+                 workflow: WorkflowSettings) -> str:
+    """The Shell task's script: the settings, then `fraudflow workflow step` or `fraudflow sql`
+    (DolphinScheduler fills `${window_end}` in before it runs). A failing command first
+    counts the failed run (a scheduled run has nobody following it)."""
+    if isinstance(task, SqlTask):
+        command = f"fraudflow sql --mode {task.execute_mode} {shlex.quote(task.sql)}"
+    else:
+        command = f"fraudflow workflow step {task.name} --window-end ${{{WINDOW_PARAM}}}"
+        if task.outputs:
+            command += " --emit-params"
+    # DolphinScheduler 3.1 runs the script in .../<instance id>/<task instance id>/ and
+    # does not fill ${system.task.instance.id} in scripts: the directory names it.
+    record = f"trap 'fraudflow workflow record-failure {failure_key('${PWD##*/}')}' ERR"
+    return "\n".join(["set -euo pipefail", *_exports(settings, workflow), record, command])
+
+
+def switch_condition(parameter: str, value: str) -> str:
+    """A Switch branch's condition. DolphinScheduler substitutes a VARCHAR parameter already
+    quoted, so `${gate} == "pass"` compares "pass" with "pass" (`"${gate}"` would not)."""
+    return f'${{{parameter}}} == "{value}"'
 
 
 def build(definition: WorkflowDefinition, settings: Settings,
           workflow: WorkflowSettings) -> Any:
-    """The pydolphinscheduler Workflow (each task asks for its code as it is created)."""
+    """The pydolphinscheduler ProcessDefinition (each task asks for its code as it is made)."""
     _sdk()
-    from pydolphinscheduler.core.workflow import Workflow
+    from pydolphinscheduler.core.process_definition import ProcessDefinition
     from pydolphinscheduler.tasks.openmldb import OpenMLDB
     from pydolphinscheduler.tasks.shell import Shell
     from pydolphinscheduler.tasks.switch import Branch, Default, Switch, SwitchCondition
 
-    zk, zk_path = zookeeper(settings.store_url) or _PLACEHOLDER_ZOOKEEPER
-    with Workflow(name=definition.name, description=definition.description,
-                  schedule=definition.cron, timezone=SCHEDULE_TIMEZONE,
-                  project=workflow.ds_project, param=dict(definition.params),
-                  # a run that would overlap the previous one waits for it
-                  execution_type="SERIAL_WAIT") as flow:
+    cluster = zookeeper(settings.store_url)
+    with ProcessDefinition(name=definition.name, description=definition.description,
+                           schedule=definition.cron, timezone=SCHEDULE_TIMEZONE,
+                           project=workflow.ds_project, tenant=workflow.ds_tenant,
+                           user=workflow.ds_user, param=dict(definition.params),
+                           release_state="online") as flow:
         tasks: dict[str, Any] = {}
         for task in definition.tasks:
-            if isinstance(task, SqlTask):
-                tasks[task.name] = OpenMLDB(task.name, zk, zk_path, task.execute_mode, task.sql,
+            if isinstance(task, SqlTask) and cluster is not None:
+                tasks[task.name] = OpenMLDB(task.name, cluster[0], cluster[1],
+                                            task.execute_mode, task.sql,
                                             description=task.description)
-            elif isinstance(task, StepTask):
-                tasks[task.name] = Shell(task.name, shell_script(task, settings, workflow),
-                                         description=task.description,
-                                         output_params={out: "" for out in task.outputs})
+            elif isinstance(task, SqlTask | StepTask):
+                outputs = task.outputs if isinstance(task, StepTask) else ()
+                tasks[task.name] = Shell(
+                    task.name, shell_script(task, settings, workflow),
+                    description=task.description,
+                    local_params=[{"prop": out, "direct": "OUT", "type": "VARCHAR", "value": ""}
+                                  for out in outputs])
         for task in definition.tasks:
             if isinstance(task, GateTask):
-                branches = [Branch(f'"${{{task.parameter}}}" == "{value}"', tasks[target])
+                branches = [Branch(switch_condition(task.parameter, value), tasks[target])
                             for value, target in task.branches.items()]
                 tasks[task.name] = Switch(task.name, description=task.description,
                                           condition=SwitchCondition(
@@ -156,32 +204,80 @@ def definition_json(definition: WorkflowDefinition, settings: Settings,
         # the SDK keeps relations in a set: sort them for a stable output
         define["taskRelationJson"].sort(key=lambda r: (r["preTaskCode"], r["postTaskCode"]))
         define["schedule"] = flow.schedule_json
+        define["executionType"] = _EXECUTION_TYPE
         define["gate_parameter"] = GATE_PARAM
     return dict(define)
 
 
-def submit(definition: WorkflowDefinition, settings: Settings,
-           workflow: WorkflowSettings) -> int:
-    """Create or update the workflow (by project and name) through the Java gateway."""
-    if zookeeper(settings.store_url) is None:
-        raise GatewayError(
-            f"FRAUDFLOW_STORE_URL={settings.store_url!r} is not an OpenMLDB cluster: "
-            "DolphinScheduler's OpenMLDB tasks need openmldb:///<db>?zk=<host:port>&zkPath=<path>")
-    java_gateway = _sdk()
+# A run that would overlap the previous one waits for it.
+_EXECUTION_TYPE = "SERIAL_WAIT"
+
+
+def _gateway(workflow: WorkflowSettings) -> Any:
+    """Point the SDK at the configured gateway and check that a 3.1 gateway answers there."""
+    _sdk()
     from py4j.protocol import Py4JError
     from pydolphinscheduler import configuration
-    from pydolphinscheduler.exceptions import PyDSBaseException
+    from pydolphinscheduler.java_gateway import JavaGate
 
-    where = f"{configuration.JAVA_GATEWAY_ADDRESS}:{configuration.JAVA_GATEWAY_PORT}"
+    configuration.JAVA_GATEWAY_ADDRESS = workflow.ds_gateway_address
+    configuration.JAVA_GATEWAY_PORT = workflow.ds_gateway_port
+    where = f"{workflow.ds_gateway_address}:{workflow.ds_gateway_port}"
     try:
-        java_gateway.gateway.get_gateway_version()
-    except Py4JError as exc:
+        socket.create_connection((workflow.ds_gateway_address, workflow.ds_gateway_port),
+                                 timeout=5).close()
+    except OSError as exc:
         raise GatewayError(
             f"no DolphinScheduler Java gateway answers at {where} (set "
-            "PYDS_JAVA_GATEWAY_ADDRESS, PYDS_JAVA_GATEWAY_PORT and PYDS_JAVA_GATEWAY_AUTH_TOKEN): "
-            f"{exc}") from None
+            f"{WORKFLOW_ENV_VARS['ds_gateway_address']} and "
+            f"{WORKFLOW_ENV_VARS['ds_gateway_port']}): {exc.strerror or exc}") from None
+    gate = JavaGate()
     try:
-        return int(build(definition, settings, workflow).submit())
+        gate.java_gateway.entry_point.ping()
+    # py4j misparses another protocol's answer (KeyError, ValueError, …) as often as it
+    # raises its own errors
+    except (Py4JError, KeyError, IndexError, ValueError) as exc:
+        raise GatewayError(
+            f"the Java gateway at {where} answered, but not as DolphinScheduler "
+            f"{GATEWAY_VERSION}.x's, the version FraudFlow speaks (3.2+ gateways want an auth "
+            f"token and renamed the workflow calls): {_reason(exc)}") from None
+    return gate
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text and not isinstance(exc, KeyError) \
+        else type(exc).__name__
+
+
+def submit(definition: WorkflowDefinition, settings: Settings,
+           workflow: WorkflowSettings) -> Submitted:
+    """Create or update the workflow (by project and name) and put its schedule online."""
+    from py4j.protocol import Py4JError
+    from pydolphinscheduler.exceptions import PyDSBaseException
+
+    from workflows.dolphin_runs import online_schedule, rest_session
+
+    gate = _gateway(workflow)
+    where = f"{workflow.ds_gateway_address}:{workflow.ds_gateway_port}"
+    try:
+        flow = build(definition, settings, workflow)
+        flow._ensure_side_model_exists()  # the SDK's own submit() step: user, tenant, project
+        flow._pre_submit_check()
+        enum = gate.java_gateway.jvm.org.apache.dolphinscheduler.common.enums
+        code = gate.create_or_update_process_definition(
+            flow._user, flow._project, flow.name, str(flow.description or ""),
+            json.dumps(flow.param_json), flow.warning_type, flow.warning_group_id, flow.timeout,
+            flow.worker_group, flow._tenant, flow.release_state,
+            json.dumps(flow.task_relation_json), json.dumps(flow.task_definition_json),
+            json.dumps(flow.schedule_json), None,
+            enum.ProcessExecutionTypeEnum.valueOf(_EXECUTION_TYPE))
     except (Py4JError, PyDSBaseException) as exc:
         raise GatewayError(f"the gateway at {where} refused workflow {definition.name!r}: "
-                           f"{exc}") from None
+                           f"{_reason(exc)}") from None
+    task_codes = {task.name: int(task.code) for task in flow.task_list}
+    with rest_session(workflow) as rest:
+        project_code, schedule = online_schedule(rest, workflow.ds_project, int(code))
+    return Submitted(project_code=project_code, workflow_code=int(code), task_codes=task_codes,
+                     schedule_id=int(schedule["id"]),
+                     schedule_online=schedule["releaseState"] == "ONLINE")
