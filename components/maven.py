@@ -9,7 +9,6 @@ arriving in the target directory.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import logging
 import os
@@ -23,6 +22,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from components.exceptions import ComponentError
+from components.process import last_lines, locked, read_text
 
 log = logging.getLogger(__name__)
 
@@ -39,15 +39,22 @@ def cache_root() -> Path:
 
 def fetch_once(pom: Path, target: Path, maven_args: Sequence[str], what: str,
                error: type[ComponentError] = ComponentError,
-               after: Callable[[], None] | None = None, clean: bool = True) -> Path:
+               after: Callable[[], None] | None = None, clean: bool = True,
+               stamp_inputs: Sequence[Path] = ()) -> Path:
     """Run ``mvn -f pom <maven_args>`` filling `target`, unless a fetch of this pom is done.
 
     `after` runs inside the lock once Maven succeeded (unpacking, say) before the stamp is
-    written. `clean` removes an old or partial `target` first (two versions of one library on
-    a classpath break in odd ways). Raises `error` with Maven's last lines when it fails.
+    written. `stamp_inputs` are further files the resolution reads (a local repository of
+    POMs), part of the stamp. `clean` removes an old or partial `target` first (two versions
+    of one library on a classpath break in odd ways). Raises `error` with Maven's last lines
+    when it fails.
     """
     stamp = target / STAMP
-    wanted = hashlib.sha256(pom.read_bytes()).hexdigest()
+    digest = hashlib.sha256(pom.read_bytes())
+    for extra in sorted(stamp_inputs):
+        digest.update(str(extra.relative_to(pom.parent)).encode())
+        digest.update(extra.read_bytes())
+    wanted = digest.hexdigest()
     if read_text(stamp) == wanted:
         return target
     mvn = shutil.which("mvn")
@@ -107,36 +114,3 @@ def dir_size(folder: Path) -> int:
             if path.is_file():
                 total += path.stat().st_size
     return total
-
-
-def java_executable(purpose: str, error: type[ComponentError] = ComponentError) -> str:
-    """The `java` of $JAVA_HOME, else the one on PATH."""
-    java_home = os.environ.get("JAVA_HOME")
-    candidate = Path(java_home) / "bin" / "java" if java_home else None
-    if candidate is not None and candidate.exists():
-        return str(candidate)
-    found = shutil.which("java")
-    if found is None:
-        raise error(f"Java 17+ (`java`) is needed to {purpose}, and is not on PATH")
-    return found
-
-
-@contextlib.contextmanager
-def locked(path: Path) -> Iterator[None]:
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def read_text(path: Path) -> str | None:
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        return None
-
-
-def last_lines(text: str, count: int = 30) -> str:
-    return "\n".join(text.rstrip().splitlines()[-count:])

@@ -29,7 +29,7 @@ import requests
 from components.dolphinscheduler.config import ENV_VARS, ServerSettings
 from components.dolphinscheduler.rest import DolphinSchedulerRest, RestError
 from components.exceptions import DolphinSchedulerError
-from components.maven import fetch_jars
+from components.maven import fetch_once
 from components.process import (
     HOST,
     accepts,
@@ -129,8 +129,11 @@ def check_schema(schema: Path) -> Path:
 def ensure_jars(var_dir: Path, settings: ServerSettings) -> Path:
     """Fetch the server's jars with Maven unless already there; return the jar directory."""
     parents = sorted((_HERE / "maven-repo").rglob("*.pom"))
-    return fetch_jars(_POM, libs_dir(var_dir, settings), f"DolphinScheduler {VERSION}",
-                      DolphinSchedulerError, inputs=parents)
+    libs = libs_dir(var_dir, settings)
+    return fetch_once(_POM, libs, ["dependency:copy-dependencies", f"-DoutputDirectory={libs}",
+                                   "-DincludeScope=runtime"],
+                      f"the DolphinScheduler {VERSION} jars", DolphinSchedulerError,
+                      stamp_inputs=parents)
 
 
 def status(var_dir: Path) -> ServerStatus | None:

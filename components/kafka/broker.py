@@ -10,13 +10,10 @@ up).
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import logging
 import os
 import re
-import signal
-import socket
 import subprocess
 import time
 import uuid
@@ -27,15 +24,28 @@ from pathlib import Path
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
-from components import maven
 from components.exceptions import BrokerError
+from components.maven import fetch_once
+from components.process import (
+    HOST,
+    accepts,
+    file_size,
+    java,
+    kill,
+    last_lines,
+    launch,
+    locked,
+    log_tail,
+    port_free,
+    read_text,
+    running_pid,
+    wait_until_ready,
+)
 from core.config import KAFKA_MESSAGE_MAX_BYTES
 from core.ports import free_port
 
 log = logging.getLogger(__name__)
 
-#: The broker listens on loopback only: it serves this machine's pipeline and tests.
-HOST = "127.0.0.1"
 #: Env var naming a jar directory shared by several var dirs (e.g. test sessions).
 LIBS_ENV = "FRAUDFLOW_KAFKA_LIBS"
 
@@ -88,9 +98,8 @@ def libs_dir(var_dir: Path) -> Path:
 def ensure_jars(var_dir: Path, libs: Path | None = None) -> Path:
     """Fetch the Kafka jars with Maven unless already there; return the jar directory."""
     libs = Path(libs) if libs is not None else libs_dir(var_dir)
-    return maven.fetch_once(_POM, libs, ["dependency:copy-dependencies",
-                                         f"-DoutputDirectory={libs}"],
-                            "the Kafka jars", BrokerError)
+    return fetch_once(_POM, libs, ["dependency:copy-dependencies", f"-DoutputDirectory={libs}"],
+                      "the Kafka jars", BrokerError)
 
 
 def status(var_dir: Path) -> BrokerStatus | None:
@@ -118,7 +127,7 @@ def start(var_dir: Path, port: int = 9092, controller_port: int | None = None,
     home = kafka_dir(var_dir)
     home.mkdir(parents=True, exist_ok=True)
     # One starter per var dir, so two concurrent calls cannot launch two JVMs on one data dir.
-    with maven.locked(home / ".start.lock"):
+    with locked(home / ".start.lock"):
         began = time.monotonic()
         current = status(var_dir)
         if current is not None:
@@ -132,7 +141,7 @@ def start(var_dir: Path, port: int = 9092, controller_port: int | None = None,
                               startup_seconds=time.monotonic() - began)
 
         if controller_port is None:
-            controller_port = port + 1 if _port_free(port + 1) else free_port()
+            controller_port = port + 1 if port_free(port + 1) else free_port()
         _check_ports(port, controller_port)
         java = _java()
         jars = ensure_jars(var_dir, libs)
@@ -140,7 +149,7 @@ def start(var_dir: Path, port: int = 9092, controller_port: int | None = None,
         _format_storage(java, jars, home, props)
 
         _settle_class_archive(home, keep=True)  # the last run may have exited without stop()
-        log_offset = _size(home / "broker.log")  # errors quote this run's lines only
+        log_offset = file_size(home / "broker.log")  # errors quote this run's lines only
         launched = time.monotonic()
         argv = [*_jvm_args(java, jars, home, heap_mb), *_class_sharing_args(java, jars, home),
                 *jvm_opts, _MAIN_CLASS, str(props)]
@@ -177,7 +186,7 @@ def stop(var_dir: Path, timeout: float = 30) -> bool:
 # --- launching -------------------------------------------------------------------------------
 
 def _java() -> str:
-    return maven.java_executable("run the Kafka broker", BrokerError)
+    return java("the Kafka broker", BrokerError)
 
 
 def _jvm_args(java: str, jars: Path, home: Path, heap_mb: int) -> list[str]:
@@ -213,12 +222,12 @@ def _class_sharing_args(java: str, jars: Path, home: Path | None) -> list[str]:
 def _settle_class_archive(home: Path, keep: bool) -> None:
     """After the broker exited: move the class archive it wrote into place, or drop it."""
     pending = home / _CDS_PENDING
-    lines = (maven.read_text(pending) or "").splitlines()
+    lines = (read_text(pending) or "").splitlines()
     pending.unlink(missing_ok=True)
     if len(lines) != 2:
         return
     part, archive = Path(lines[0]), Path(lines[1])
-    if keep and _size(part) > 0:
+    if keep and file_size(part) > 0:
         os.replace(part, archive)
     else:
         part.unlink(missing_ok=True)
@@ -275,42 +284,23 @@ def _format_storage(java: str, jars: Path, home: Path, props: Path) -> None:
         capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False)
     if proc.returncode != 0:
         raise BrokerError(f"formatting the Kafka data dir {home / 'data'} failed:\n"
-                          + maven.last_lines(proc.stdout + proc.stderr))
+                          + last_lines(proc.stdout + proc.stderr))
 
 
 def _launch(argv: list[str], home: Path) -> int:
-    """Run the broker detached and return its pid.
-
-    It goes through ``sh ... &`` so that once sh exits the JVM is re-parented to init: it outlives
-    this process (``fraudflow kafka start`` returns) and leaves no zombie or Popen to reap here.
-    ``broker.out`` is truncated: it holds this run's console output only.
-    """
-    script = 'out=$1; shift; "$@" </dev/null >"$out" 2>&1 & echo $!'
-    proc = subprocess.run(["sh", "-c", script, "sh", str(home / "broker.out"), *argv],
-                          cwd=home, capture_output=True, text=True, start_new_session=True,
-                          check=False)
-    if proc.returncode != 0 or not proc.stdout.strip().isdigit():
-        raise BrokerError(f"could not launch the Kafka broker: {proc.stderr.strip()}")
-    return int(proc.stdout.strip())
+    return launch(argv, home, home / "broker.out", "the Kafka broker", BrokerError)
 
 
 def _wait_until_answering(pid: int, port: int, home: Path, deadline: float, timeout: float,
                           log_offset: int = 0) -> None:
-    while not _answers(port):
-        if not _is_broker(pid, home):
-            raise BrokerError(f"the Kafka broker (pid {pid}) exited while starting:\n"
-                              + _log_tail(home, log_offset))
-        if time.monotonic() > deadline:
-            raise BrokerError(f"the Kafka broker (pid {pid}) did not answer on {HOST}:{port} "
-                              f"within {timeout:g}s:\n" + _log_tail(home, log_offset))
-        time.sleep(0.2)
+    wait_until_ready(lambda: _answers(port), pid, _markers(home),
+                     max(0.0, deadline - time.monotonic()), "the Kafka broker", BrokerError,
+                     lambda: _log_tail(home, log_offset))
 
 
 def _answers(port: int) -> bool:
     """Whether a broker on `port` serves metadata and is registered (not fenced)."""
-    try:  # cheap pre-check: spares kafka-python's retry loop and its log noise while starting
-        socket.create_connection((HOST, port), timeout=1).close()
-    except OSError:
+    if not accepts(port):  # cheap: spares kafka-python's retry loop and its log noise
         return False
     admin = None
     try:
@@ -328,69 +318,17 @@ def _answers(port: int) -> bool:
 
 # --- processes and ports ---------------------------------------------------------------------
 
+def _markers(home: Path) -> tuple[str, str]:
+    """What the broker of `home` has on its command line (not a recycled pid, not a zombie)."""
+    return _MAIN_CLASS, str(home / "server.properties")
+
+
 def _running_pid(home: Path) -> int | None:
-    pid_file = home / "broker.pid"
-    text = maven.read_text(pid_file)
-    if text is None:
-        return None
-    pid = int(text) if text.isdigit() else None
-    if pid is not None and _is_broker(pid, home):
-        return pid
-    pid_file.unlink(missing_ok=True)  # stale: the broker died, or the pid now names another process
-    return None
-
-
-def _is_broker(pid: int, home: Path) -> bool:
-    """Whether `pid` is alive and is the broker of `home` (not a recycled pid, not a zombie)."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except FileNotFoundError:
-        return False
-    except OSError:  # no /proc here: fall back to "the pid exists"
-        return _alive(pid)
-    return (_MAIN_CLASS.encode() in cmdline
-            and str(home / "server.properties").encode() in cmdline)
+    return running_pid(home / "broker.pid", _markers(home))
 
 
 def _kill(pid: int, grace: float) -> None:
-    """SIGTERM (Kafka shuts down cleanly on it), then SIGKILL if it is still up after `grace`."""
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            if not _alive(pid):
-                return
-            time.sleep(0.1)
-        if sig == signal.SIGTERM:
-            log.warning("Kafka broker (pid %d) ignored SIGTERM for %gs; killing it", pid, grace)
-    raise BrokerError(f"the Kafka broker (pid {pid}) survived SIGKILL")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie still answers kill(pid, 0) until its parent reaps it
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as sock:
-        # Like Kafka's own listener: ignore TIME_WAIT leftovers from a broker just stopped.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((HOST, port))
-        except OSError:
-            return False
-    return True
+    kill(pid, grace, "the Kafka broker", BrokerError)
 
 
 def _check_ports(port: int, controller_port: int) -> None:
@@ -398,37 +336,18 @@ def _check_ports(port: int, controller_port: int) -> None:
         raise BrokerError(f"the Kafka port and controller port must differ (both {port})")
     for name, value, flag in (("port", port, "--port or KAFKA_BOOTSTRAP_SERVERS"),
                               ("controller port", controller_port, "--controller-port")):
-        if not _port_free(value):
+        if not port_free(value):
             raise BrokerError(f"Kafka {name} {HOST}:{value} is already in use by another "
                               f"process; choose another with {flag}")
 
 
 def _read_ports(props: Path) -> tuple[int, int]:
-    match = _LISTENER_RE.search(maven.read_text(props) or "")
+    match = _LISTENER_RE.search(read_text(props) or "")
     if match is None:
         raise BrokerError(f"cannot find the listeners line in {props}")
     return int(match[1]), int(match[2])
 
 
-# --- small helpers ---------------------------------------------------------------------------
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return 0
-
-
-def _log_tail(home: Path, log_offset: int = 0, count: int = 30) -> str:
-    """The end of the JVM's console output and of Kafka's log past `log_offset`, for errors."""
-    parts = []
-    for path, offset in ((home / "broker.out", 0), (home / "broker.log", log_offset)):
-        size = _size(path)
-        if size < offset:  # the log rolled over meanwhile: all of the new file is this run's
-            offset = 0
-        with contextlib.suppress(FileNotFoundError), path.open("rb") as handle:
-            handle.seek(max(offset, size - 16384))
-            text = handle.read().decode(errors="replace").strip()
-            if text:
-                parts.append(f"--- {path} (last lines) ---\n{maven.last_lines(text, count)}")
-    return "\n".join(parts) or f"(no output in {home})"
+def _log_tail(home: Path, log_offset: int = 0) -> str:
+    """The JVM's console output and Kafka's log past `log_offset`, for errors."""
+    return log_tail([(home / "broker.out", 0), (home / "broker.log", log_offset)])

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from components import maven
+from components import maven, process
 from components.exceptions import SparkError
 
 log = logging.getLogger(__name__)
@@ -200,7 +200,7 @@ def start(master: str = DEFAULT_MASTER, *, driver_memory: str = "1g",
     pyspark_module()
     check_master(master)
     runtime = runtime or ensure_runtime()
-    maven.java_executable("run Spark", SparkError)
+    process.java("Spark", SparkError)
     from pyspark.sql import SparkSession
 
     classpath = ":".join(str(j) for j in runtime.jars)
