@@ -22,10 +22,9 @@ import pyarrow as pa
 from components.dolphinscheduler import server
 from components.dolphinscheduler.config import ServerSettings
 from core.clock import epoch_ms_from_wall
-from core.config import SAMPLE_DATA_DIR, Settings
+from core.config import SAMPLE_DATA_DIR, Settings, WorkflowSettings
 from core.lake import SCHEMA, TopicLake
 from features.datagen import generate_clicks, read_clicks
-from workflows.config import WorkflowSettings
 from workflows.definition import build_definition
 from workflows.dolphin import submit
 from workflows.dolphin_runs import follow, rest_session, start_run

@@ -23,8 +23,8 @@ import pytest
 from components.dolphinscheduler import server
 from components.dolphinscheduler.config import ServerSettings
 from components.exceptions import DolphinSchedulerError
+from core.config import WorkflowSettings
 from tests.serving_helpers import ADMIN_TOKEN
-from workflows.config import WorkflowSettings
 
 REPO = Path(__file__).resolve().parent.parent
 # C1 only: the JIT's second tier costs more CPU at start-up than a test session gains back.

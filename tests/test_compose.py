@@ -123,7 +123,7 @@ def test_volumes_are_named_or_files_of_this_repository(compose: dict[str, Any]) 
 
 
 def _read_by_code() -> set[str]:
-    """Environment variables the packages read: every ENV_VARS table, and every name passed to
+    """Environment variables the packages read: every *ENV_VARS table, and every name passed to
     os.environ / getenv or bound to a *_ENV constant."""
     names: set[str] = set()
     direct = re.compile(r"""(?:environ(?:\.get)?|getenv)\(\s*["']([A-Z][A-Z0-9_]+)["']""")
@@ -132,9 +132,9 @@ def _read_by_code() -> set[str]:
         for path in (REPO / package).rglob("*.py"):
             text = path.read_text()
             names |= set(direct.findall(text)) | set(constant.findall(text))
-            if re.search(r"^ENV_VARS\b", text, re.MULTILINE):
+            for table in re.findall(r"^(\w*ENV_VARS)\b", text, re.MULTILINE):
                 module = ".".join(path.relative_to(REPO).with_suffix("").parts)
-                names |= set(importlib.import_module(module).ENV_VARS.values())
+                names |= set(getattr(importlib.import_module(module), table).values())
     return names
 
 

@@ -14,11 +14,10 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from core.config import ConfigError, Settings
+from core.config import ConfigError, Settings, WorkflowSettings
 from core.registry import sql_hash
 from features.store import feature_sql, read_sql
 from workflows.cli import workflow
-from workflows.config import WorkflowSettings
 from workflows.definition import GateTask, SqlTask, StepTask, build_definition
 from workflows.dolphin import definition_json
 from workflows.layout import Layout

@@ -9,10 +9,9 @@ import pandas as pd
 import pyarrow as pa
 
 from core.clock import epoch_ms_from_wall
-from core.config import SAMPLE_DATA_DIR, Settings
+from core.config import SAMPLE_DATA_DIR, Settings, WorkflowSettings
 from core.lake import SCHEMA, TopicLake
 from features.datagen import generate_clicks, read_clicks
-from workflows.config import WorkflowSettings
 
 SAMPLES = SAMPLE_DATA_DIR
 

@@ -14,8 +14,7 @@ import click
 
 from core.cli import settings_of
 from core.clock import wall_clock_now
-from core.config import Settings
-from workflows.config import WorkflowSettings
+from core.config import Settings, WorkflowSettings
 from workflows.definition import GateTask, WorkflowDefinition, build_definition
 from workflows.layout import Layout
 from workflows.window import SCHEDULE_TIMEZONE, Window

@@ -15,8 +15,7 @@ import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from core.config import Settings
-from workflows.config import WorkflowSettings
+from core.config import Settings, WorkflowSettings
 from workflows.layout import Layout
 from workflows.sql import create_table_sql, deploy_sql, extract_sql
 

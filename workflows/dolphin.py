@@ -31,9 +31,7 @@ from unittest import mock
 from urllib.parse import parse_qs, urlparse
 
 from core.config import ENV_VARS as SHARED_ENV_VARS
-from core.config import Settings
-from workflows.config import ENV_VARS as WORKFLOW_ENV_VARS
-from workflows.config import WorkflowSettings
+from core.config import WORKFLOW_ENV_VARS, Settings, WorkflowSettings
 from workflows.definition import (
     GATE_PARAM,
     WINDOW_PARAM,

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from components.dolphinscheduler.rest import DolphinSchedulerRest, RestError
-from workflows.config import WorkflowSettings
+from core.config import WorkflowSettings
 from workflows.definition import WINDOW_PARAM
 from workflows.exceptions import GatewayError
 

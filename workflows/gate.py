@@ -22,9 +22,8 @@ from typing import Any
 
 import pandas as pd
 
-from core.config import Settings
+from core.config import Settings, WorkflowSettings
 from core.registry import LABEL, ModelVersion, OperatingPoint, Registry
-from workflows.config import WorkflowSettings
 from workflows.evaluation import Metrics, choose_operating_point, evaluate
 from workflows.layout import Layout, read_json, write_json
 from workflows.plots import write_report

@@ -9,8 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from core.config import Settings
-from workflows.config import WorkflowSettings
+from core.config import Settings, WorkflowSettings
 from workflows.definition import GATE_PARAM, SqlTask, StepTask
 from workflows.exceptions import StepError
 from workflows.gate import validate
