@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import sqlite3
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,18 +24,32 @@ from features.schema import Column, Index, TableSchema
 CLUSTERED_KEY = "PRIMARY KEY"
 
 
+# A parameter of the request statement: its value for (request row, now in epoch ms).
+_Param = Callable[[Mapping[str, Any], int], Any]
+# An output column's value from (request row, the aggregates by call).
+_Output = Callable[[Mapping[str, Any], Mapping[d.Call, Any]], Any]
+
+
 @dataclass(frozen=True)
 class _WindowQuery:
     spec: d.WindowSpec
     index: Index
     calls: tuple[d.Call, ...]  # the aggregates computed over this window
+    sql: str  # one row: per call its aggregate, count and sum (+ "seen" for distinct_count)
+    params: tuple[_Param, ...]  # in the order of their placeholders in `sql`
 
 
 class RequestPlan:
-    """A deployment compiled for request mode: one SQLite query per window, Python scalars."""
+    """A deployment compiled for request mode: every window's aggregates in one SQLite
+    statement (one snapshot of the stored rows, one round trip), Python scalars after it.
+
+    `version_sql` selects one value (the store's catalog version) in that same statement, so
+    the caller can tell whether the catalog it made the plan from is the one the rows were
+    read with."""
 
     def __init__(self, select: d.Select, table: TableSchema, sqlite_table: str,
-                 output: list[Column], sqlite_indexes: Mapping[str, str]) -> None:
+                 output: list[Column], sqlite_indexes: Mapping[str, str],
+                 version_sql: str) -> None:
         """`sqlite_indexes`: the SQLite index each window (by name) reads."""
         self.select = select
         self.table = table
@@ -46,6 +60,11 @@ class RequestPlan:
         for item in select.items:
             if item.expr is not None:
                 _check_request_expr(item.expr, select.windows)
+        self.sql = "SELECT * FROM " + ", ".join(
+            [f"({version_sql})", *(f"({window.sql})" for window in self.windows)])
+        self.params = tuple(p for window in self.windows for p in window.params)
+        self._aggregates = self._result_positions()
+        self._outputs = self._compile_outputs()
 
     def _window_query(self, spec: d.WindowSpec) -> _WindowQuery:
         calls = tuple(d.calls_over(spec.name, [i.expr for i in self.select.items if i.expr]))
@@ -58,80 +77,50 @@ class RequestPlan:
         wanted = set(spec.partition_by)
         for index in self.table.indexes:
             if set(index.keys) == wanted and index.ts == spec.order_by:
-                return _WindowQuery(spec, index, calls)
+                return self._window_sql(spec, index, calls)
         raise CatalogError(
             f"table {self.table.name!r} has no index KEY=({', '.join(spec.partition_by)}) "
             f"TS={spec.order_by} for window {spec.name!r}; DEPLOY creates it")
 
-    def execute(self, db: sqlite3.Connection, request: Mapping[str, Any],
-                now_ms: int | None = None) -> tuple[Any, ...]:
-        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-        values: dict[d.Call, Any] = {}
-        for window in self.windows:
-            values.update(self._aggregate(db, window, request, now_ms))
-        row: list[Any] = []
-        for item in self.select.items:
-            if item.expr is None:
-                row.extend(request[name] for name in self.table.column_names)
-            else:
-                row.append(_evaluate(item.expr, request, values))
-        return tuple(_as_type(v, c.type) for v, c in zip(row, self.output, strict=True))
-
-    def _aggregate(self, db: sqlite3.Connection, window: _WindowQuery,
-                   request: Mapping[str, Any], now_ms: int) -> dict[d.Call, Any]:
-        spec, index = window.spec, window.index
+    def _window_sql(self, spec: d.WindowSpec, index: Index,
+                    calls: tuple[d.Call, ...]) -> _WindowQuery:
         ts_col = quote(spec.order_by)
-        request_ts = request[spec.order_by]
-        params: list[Any] = []
-        key_filters = []
+        selects: list[str] = []
+        probes: list[_Param] = []  # the select list's own parameters come first in the SQL
+        for call in calls:
+            x = "*" if call.star else quote(call.args[0].name)  # type: ignore[union-attr]
+            selects += [AGGREGATES[call.name].format(x=x), f"count({x})", f"sum({x})"]
+            if call.name == "distinct_count":  # is the request's value among the stored?
+                selects.append(f"max({x} = ?)")
+                probes.append(_request_value(call.args[0].name))  # type: ignore[union-attr]
+        key_filters: list[str] = []
+        key_params: list[_Param] = []
         for key in spec.partition_by:
-            if request[key] is None:
-                key_filters.append(f"{quote(key)} IS NULL")
-            else:
-                key_filters.append(f"{quote(key)} = ?")
-                params.append(request[key])
-        columns = sorted({c.args[0].name for c in window.calls if not c.star
+            # IS matches a null key too; = where there can be none (the clustered key)
+            equals = "=" if self.table.column(key).not_null else "IS"
+            key_filters.append(f"{quote(key)} {equals} ?")
+            key_params.append(_request_value(key))
+        columns = sorted({c.args[0].name for c in calls if not c.star
                           and isinstance(c.args[0], d.ColumnRef)} | {spec.order_by})
-        source = self._visible_rows(index, self.sqlite_indexes[spec.name], columns,
-                                    key_filters, now_ms)
+        source, source_params = self._visible_rows(
+            index, self.sqlite_indexes[spec.name], columns, key_filters)
         frame = [f"{ts_col} < ?" if spec.exclude_current_time else f"{ts_col} <= ?"]
-        params.append(request_ts)
+        frame_params = [_request_value(spec.order_by)]
         if spec.frame == "rows_range" and spec.preceding is not None:
             frame.append(f"{ts_col} >= ?")
-            params.append(request_ts - spec.preceding)
+            frame_params.append(_request_value_minus(spec.order_by, spec.preceding))
         limit = spec.preceding if spec.frame == "rows" else (
             spec.maxsize - 1 if spec.maxsize is not None else None)
         rows_sql = f"SELECT * FROM {source} WHERE {' AND '.join(frame)}"
         if limit is not None:
             rows_sql += f" ORDER BY {ts_col} DESC, _seq DESC LIMIT {int(limit)}"
-        selects: list[str] = []
-        probes: list[Any] = []  # the select list's own parameters come first in the SQL text
-        for call in window.calls:
-            x = "*" if call.star else quote(call.args[0].name)  # type: ignore[union-attr]
-            selects += [AGGREGATES[call.name].format(x=x), f"count({x})", f"sum({x})"]
-            if call.name == "distinct_count":
-                current = request[call.args[0].name]  # type: ignore[union-attr]
-                selects.append(f"max({x} = ?)" if current is not None else "0")
-                if current is not None:
-                    probes.append(current)
-        sql = f"SELECT {', '.join(selects)} FROM ({rows_sql})"
-        stored = db.execute(sql, probes + params).fetchone()
-        result: dict[d.Call, Any] = {}
-        position = 0
-        for call in window.calls:
-            agg, count, total = stored[position:position + 3]
-            position += 3
-            seen = None
-            if call.name == "distinct_count":
-                seen = stored[position]
-                position += 1
-            current = 1 if call.star else request[call.args[0].name]  # type: ignore[union-attr]
-            result[call] = _combine(call.name, agg, count, total, current, seen)
-        return result
+        return _WindowQuery(spec, index, calls, f"SELECT {', '.join(selects)} FROM ({rows_sql})",
+                            (*probes, *key_params, *source_params, *frame_params))
 
     def _visible_rows(self, index: Index, sqlite_index: str, columns: list[str],
-                      key_filters: list[str], now_ms: int) -> str:
-        """The index's rows for the key that its TTL still keeps, as a SQLite subquery."""
+                      key_filters: list[str]) -> tuple[str, list[_Param]]:
+        """The index's rows for the key that its TTL still keeps, as a SQLite subquery, and
+        its parameters after the key filters' (the absolute TTL's bound, from now)."""
         cols = ", ".join([*(quote(c) for c in columns), "_seq"])
         where = " AND ".join(key_filters) or "1"
         # named, so SQLite never picks a worse index for a window than the one made for it
@@ -140,22 +129,72 @@ class RequestPlan:
             "NOT INDEXED" if sqlite_index == CLUSTERED_KEY
             else f"INDEXED BY {quote(sqlite_index)}")
         ts_col = quote(index.ts)
-        abs_keep = f"{ts_col} >= {now_ms - index.ttl_minutes * 60_000}" \
-            if index.ttl_minutes else None
+        abs_keep = f"{ts_col} >= ?" if index.ttl_minutes else None
+        abs_params = [_now_minus(index.ttl_minutes * 60_000)] if index.ttl_minutes else []
         if not index.ttl_latest:
             if abs_keep and index.ttl_type in {"absolute", "absorlat", "absandlat"}:
-                where += f" AND {abs_keep}"
-            return f"(SELECT {cols} FROM {table} WHERE {where})"
+                return f"(SELECT {cols} FROM {table} WHERE {where} AND {abs_keep})", abs_params
+            return f"(SELECT {cols} FROM {table} WHERE {where})", []
         ranked = (f"(SELECT {cols}, row_number() OVER (ORDER BY {ts_col} DESC, _seq DESC) "
                   f"AS _rank FROM {table} WHERE {where})")
         latest_keep = f"_rank <= {index.ttl_latest}"
         if abs_keep is None or index.ttl_type == "latest":
-            keep = latest_keep
-        elif index.ttl_type == "absandlat":  # expires only when both limits are passed
+            return f"(SELECT {cols} FROM {ranked} WHERE {latest_keep})", []
+        if index.ttl_type == "absandlat":  # expires only when both limits are passed
             keep = f"({abs_keep} OR {latest_keep})"
         else:
             keep = f"({abs_keep} AND {latest_keep})"
-        return f"(SELECT {cols} FROM {ranked} WHERE {keep})"
+        return f"(SELECT {cols} FROM {ranked} WHERE {keep})", abs_params
+
+    def _result_positions(self) -> list[tuple[d.Call, int, bool]]:
+        """Each aggregate call, where its values start in the statement's row (after the
+        version), and whether a "seen" value follows them."""
+        positions = []
+        position = 1
+        for window in self.windows:
+            for call in window.calls:
+                distinct = call.name == "distinct_count"
+                positions.append((call, position, distinct))
+                position += 4 if distinct else 3
+        return positions
+
+    def _compile_outputs(self) -> list[tuple[_Output, Callable[[Any], Any]]]:
+        """Each output column's value and its conversion to the column's type."""
+        values: list[_Output] = []
+        for item in self.select.items:
+            if item.expr is None:
+                values.extend(_compile(d.ColumnRef(name)) for name in self.table.column_names)
+            else:
+                values.append(_compile(item.expr))
+        return [(value, _converter(column.type))
+                for value, column in zip(values, self.output, strict=True)]
+
+    def execute(self, db: sqlite3.Connection, request: Mapping[str, Any],
+                now_ms: int | None = None) -> tuple[Any, tuple[Any, ...]]:
+        """The value of `version_sql` and the output row, read in one statement."""
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        stored = db.execute(self.sql, [param(request, now_ms) for param in self.params]
+                            ).fetchone()
+        values: dict[d.Call, Any] = {}
+        for call, position, distinct in self._aggregates:
+            agg, count, total = stored[position:position + 3]
+            current = 1 if call.star else request[call.args[0].name]  # type: ignore[union-attr]
+            values[call] = _combine(call.name, agg, count, total, current,
+                                    stored[position + 3] if distinct else None)
+        return stored[0], tuple(convert(value(request, values))
+                                for value, convert in self._outputs)
+
+
+def _request_value(column: str) -> _Param:
+    return lambda request, now_ms: request[column]
+
+
+def _request_value_minus(column: str, amount: int) -> _Param:
+    return lambda request, now_ms: request[column] - amount
+
+
+def _now_minus(amount_ms: int) -> _Param:
+    return lambda request, now_ms: now_ms - amount_ms
 
 
 def _check_request_expr(node: d.Expr, windows: Mapping[str, d.WindowSpec]) -> None:
@@ -200,29 +239,42 @@ def _combine(name: str, agg: Any, count: int, total: Any, current: Any, seen: An
     raise UnsupportedStatementError(f"window function {name}()")
 
 
-def _evaluate(node: d.Expr, row: Mapping[str, Any], windows: Mapping[d.Call, Any]) -> Any:
+def _compile(node: d.Expr) -> _Output:
+    """The expression as a function of (request row, aggregates by call), built once."""
     match node:
         case d.ColumnRef(name):
-            return row[name]
+            return lambda row, windows: row[name]
         case d.Literal(value):
-            return value
+            return lambda row, windows: value
         case d.Call() if node.window is not None:
-            return windows[node]
+            return lambda row, windows: windows[node]
         case d.Call(name, args):
-            return python_scalar(name, [_evaluate(a, row, windows) for a in args])
+            arguments = [_compile(a) for a in args]
+            return lambda row, windows: python_scalar(name, [a(row, windows) for a in arguments])
         case d.Binary(op, left, right):
-            return _binary(op, _evaluate(left, row, windows), _evaluate(right, row, windows))
+            lhs, rhs = _compile(left), _compile(right)
+            return lambda row, windows: _binary(op, lhs(row, windows), rhs(row, windows))
         case d.Unary("not", operand):
-            value = _evaluate(operand, row, windows)
-            return None if value is None else not value
+            inner = _compile(operand)
+            return lambda row, windows: _not(inner(row, windows))
         case d.Unary(_, operand):
-            value = _evaluate(operand, row, windows)
-            return None if value is None else -value
+            inner = _compile(operand)
+            return lambda row, windows: _negate(inner(row, windows))
         case d.IsNull(operand, negated):
-            return (_evaluate(operand, row, windows) is None) != negated
+            inner = _compile(operand)
+            return lambda row, windows: (inner(row, windows) is None) != negated
         case d.Cast(operand, type_name):
-            return _as_type(_evaluate(operand, row, windows), type_name)
+            inner, convert = _compile(operand), _converter(type_name)
+            return lambda row, windows: convert(inner(row, windows))
     raise UnsupportedStatementError(f"unsupported expression {node!r}")
+
+
+def _not(value: Any) -> Any:
+    return None if value is None else not value
+
+
+def _negate(value: Any) -> Any:
+    return None if value is None else -value
 
 
 def _binary(op: str, left: Any, right: Any) -> Any:
@@ -265,15 +317,18 @@ def _binary(op: str, left: Any, right: Any) -> Any:
     raise UnsupportedStatementError(f"operator {op}")
 
 
-def _as_type(value: Any, type_name: str) -> Any:
-    if value is None:
-        return None
+def _converter(type_name: str) -> Callable[[Any], Any]:
+    """A function converting a value (None stays None) to the OpenMLDB type."""
+    to: Callable[[Any], Any] | None = None
     if type_name in {"int16", "int32", "int64", "timestamp"}:
-        return int(value)
-    if type_name in {"float", "double"}:
-        return float(value)
-    if type_name == "bool":
-        return bool(value)
-    if type_name == "string":
-        return str(value)
-    return value
+        to = int
+    elif type_name in {"float", "double"}:
+        to = float
+    elif type_name == "bool":
+        to = bool
+    elif type_name == "string":
+        to = str
+    if to is None:
+        return lambda value: value
+    convert = to
+    return lambda value: None if value is None else convert(value)
