@@ -13,6 +13,7 @@ import math
 import os
 import time
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 
 from flask import Flask, Response, g, request
 from prometheus_client import (
@@ -96,9 +97,18 @@ def _start_timer() -> None:
 
 def _record_request(response: Response) -> Response:
     endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
-    REQUESTS.labels(endpoint=endpoint, status=str(response.status_code)).inc()
-    REQUEST_DURATION.labels(endpoint=endpoint).observe(time.perf_counter() - g.request_started)
+    answered, duration = _request_series(endpoint, response.status_code)
+    answered.inc()
+    duration.observe(time.perf_counter() - g.request_started)
     return response
+
+
+@lru_cache(maxsize=256)  # routes × statuses: a few dozen series
+def _request_series(endpoint: str, status: int) -> tuple[Counter, Histogram]:
+    """The request counter and duration series of a route and status, looked up once
+    (`labels()` costs about as much as the update itself)."""
+    return (REQUESTS.labels(endpoint=endpoint, status=str(status)),
+            REQUEST_DURATION.labels(endpoint=endpoint))
 
 
 def export_baseline_score_cdf(cdf: Mapping[str, float], replaced: Mapping[str, float]) -> None:
