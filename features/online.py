@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import sqlite3
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,10 +24,20 @@ from features.schema import Column, Index, TableSchema
 CLUSTERED_KEY = "PRIMARY KEY"
 
 
+# What each window function needs of the window's stored rows, as SQLite aggregates over them
+# (`?`: the request's value); `_combine` adds the request row.
+_STORED_AGGREGATES: dict[str, tuple[str, ...]] = {
+    "count": ("count({x})",),
+    "sum": ("sum({x})",),
+    "min": ("min({x})",),
+    "max": ("max({x})",),
+    "avg": ("sum({x})", "count({x})"),
+    "distinct_count": (AGGREGATES["distinct_count"], "max({x} = ?)"),  # is the value stored?
+}
 # A parameter of the request statement: its value for (request row, now in epoch ms).
 _Param = Callable[[Mapping[str, Any], int], Any]
-# An output column's value from (request row, the aggregates by call).
-_Output = Callable[[Mapping[str, Any], Mapping[d.Call, Any]], Any]
+# An output column's value from (request row, the aggregates in the plan's order of calls).
+_Output = Callable[[Mapping[str, Any], Sequence[Any]], Any]
 
 
 @dataclass(frozen=True)
@@ -35,7 +45,7 @@ class _WindowQuery:
     spec: d.WindowSpec
     index: Index
     calls: tuple[d.Call, ...]  # the aggregates computed over this window
-    sql: str  # one row: per call its aggregate, count and sum (+ "seen" for distinct_count)
+    sql: str  # one row: per call the aggregates of _STORED_AGGREGATES
     params: tuple[_Param, ...]  # in the order of their placeholders in `sql`
 
 
@@ -69,7 +79,7 @@ class RequestPlan:
     def _window_query(self, spec: d.WindowSpec) -> _WindowQuery:
         calls = tuple(d.calls_over(spec.name, [i.expr for i in self.select.items if i.expr]))
         for call in calls:
-            if call.name not in AGGREGATES:
+            if call.name not in _STORED_AGGREGATES:
                 raise UnsupportedStatementError(
                     f"the embedded engine does not implement the window function {call.name}()")
             if not call.star:
@@ -89,10 +99,10 @@ class RequestPlan:
         probes: list[_Param] = []  # the select list's own parameters come first in the SQL
         for call in calls:
             x = "*" if call.star else quote(call.args[0].name)  # type: ignore[union-attr]
-            selects += [AGGREGATES[call.name].format(x=x), f"count({x})", f"sum({x})"]
-            if call.name == "distinct_count":  # is the request's value among the stored?
-                selects.append(f"max({x} = ?)")
-                probes.append(_request_value(call.args[0].name))  # type: ignore[union-attr]
+            for template in _STORED_AGGREGATES[call.name]:
+                selects.append(template.format(x=x))
+                if "?" in template:
+                    probes.append(_request_value(call.args[0].name))  # type: ignore[union-attr]
         key_filters: list[str] = []
         key_params: list[_Param] = []
         for key in spec.partition_by:
@@ -146,27 +156,29 @@ class RequestPlan:
             keep = f"({abs_keep} AND {latest_keep})"
         return f"(SELECT {cols} FROM {ranked} WHERE {keep})", abs_params
 
-    def _result_positions(self) -> list[tuple[d.Call, int, bool]]:
-        """Each aggregate call, where its values start in the statement's row (after the
-        version), and whether a "seen" value follows them."""
+    def _result_positions(self) -> list[tuple[d.Call, int, int]]:
+        """Each aggregate call with where its stored rows' values are in the statement's row
+        (after the version): from, to."""
         positions = []
         position = 1
         for window in self.windows:
             for call in window.calls:
-                distinct = call.name == "distinct_count"
-                positions.append((call, position, distinct))
-                position += 4 if distinct else 3
+                width = len(_STORED_AGGREGATES[call.name])
+                positions.append((call, position, position + width))
+                position += width
         return positions
 
-    def _compile_outputs(self) -> list[tuple[_Output, Callable[[Any], Any]]]:
-        """Each output column's value and its conversion to the column's type."""
+    def _compile_outputs(self) -> list[_Output]:
+        """Each output column's value, converted to the column's type."""
+        aggregates = {call: i for i, (call, _, _) in enumerate(self._aggregates)}
         values: list[_Output] = []
         for item in self.select.items:
             if item.expr is None:
-                values.extend(_compile(d.ColumnRef(name)) for name in self.table.column_names)
+                values.extend(_compile(d.ColumnRef(name), aggregates)
+                              for name in self.table.column_names)
             else:
-                values.append(_compile(item.expr))
-        return [(value, _converter(column.type))
+                values.append(_compile(item.expr, aggregates))
+        return [_converted(value, column.type)
                 for value, column in zip(values, self.output, strict=True)]
 
     def execute(self, db: sqlite3.Connection, request: Mapping[str, Any],
@@ -175,14 +187,10 @@ class RequestPlan:
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
         stored = db.execute(self.sql, [param(request, now_ms) for param in self.params]
                             ).fetchone()
-        values: dict[d.Call, Any] = {}
-        for call, position, distinct in self._aggregates:
-            agg, count, total = stored[position:position + 3]
-            current = 1 if call.star else request[call.args[0].name]  # type: ignore[union-attr]
-            values[call] = _combine(call.name, agg, count, total, current,
-                                    stored[position + 3] if distinct else None)
-        return stored[0], tuple(convert(value(request, values))
-                                for value, convert in self._outputs)
+        values = [_combine(call.name, stored[start:end],
+                           1 if call.star else request[call.args[0].name])  # type: ignore[union-attr]
+                  for call, start, end in self._aggregates]
+        return stored[0], tuple([output(request, values) for output in self._outputs])
 
 
 def _request_value(column: str) -> _Param:
@@ -218,54 +226,58 @@ def _check_request_expr(node: d.Expr, windows: Mapping[str, d.WindowSpec]) -> No
             raise UnsupportedStatementError("parameters in a deployment")
 
 
-def _combine(name: str, agg: Any, count: int, total: Any, current: Any, seen: Any) -> Any:
-    """The aggregate over (stored window rows) ∪ {request row}."""
+def _combine(name: str, stored: Sequence[Any], current: Any) -> Any:
+    """The aggregate over (stored window rows) ∪ {request row}, from the stored rows'
+    aggregates (_STORED_AGGREGATES) and the request's value."""
     if name == "count":
-        return count + (current is not None)
-    if current is None:
-        if name == "avg":
+        return stored[0] + (current is not None)
+    if name == "avg":
+        total, count = stored
+        if current is None:
             return total / count if count else None
+        return ((total or 0) + current) / (count + 1)
+    agg = stored[0]
+    if current is None:
         return agg
     if name == "sum":
-        return current if total is None else total + current
+        return current if agg is None else agg + current
     if name == "min":
         return current if agg is None else min(agg, current)
     if name == "max":
         return current if agg is None else max(agg, current)
-    if name == "avg":
-        return ((total or 0) + current) / (count + 1)
     if name == "distinct_count":
-        return agg + (0 if seen else 1)
+        return agg + (0 if stored[1] else 1)
     raise UnsupportedStatementError(f"window function {name}()")
 
 
-def _compile(node: d.Expr) -> _Output:
-    """The expression as a function of (request row, aggregates by call), built once."""
+def _compile(node: d.Expr, aggregates: Mapping[d.Call, int]) -> _Output:
+    """The expression as a function of (request row, aggregate values), built once;
+    `aggregates`: where each window call's value is among them."""
     match node:
         case d.ColumnRef(name):
             return lambda row, windows: row[name]
         case d.Literal(value):
             return lambda row, windows: value
         case d.Call() if node.window is not None:
-            return lambda row, windows: windows[node]
+            position = aggregates[node]
+            return lambda row, windows: windows[position]
         case d.Call(name, args):
-            arguments = [_compile(a) for a in args]
+            arguments = [_compile(a, aggregates) for a in args]
             return lambda row, windows: python_scalar(name, [a(row, windows) for a in arguments])
         case d.Binary(op, left, right):
-            lhs, rhs = _compile(left), _compile(right)
+            lhs, rhs = _compile(left, aggregates), _compile(right, aggregates)
             return lambda row, windows: _binary(op, lhs(row, windows), rhs(row, windows))
         case d.Unary("not", operand):
-            inner = _compile(operand)
+            inner = _compile(operand, aggregates)
             return lambda row, windows: _not(inner(row, windows))
         case d.Unary(_, operand):
-            inner = _compile(operand)
+            inner = _compile(operand, aggregates)
             return lambda row, windows: _negate(inner(row, windows))
         case d.IsNull(operand, negated):
-            inner = _compile(operand)
+            inner = _compile(operand, aggregates)
             return lambda row, windows: (inner(row, windows) is None) != negated
         case d.Cast(operand, type_name):
-            inner, convert = _compile(operand), _converter(type_name)
-            return lambda row, windows: convert(inner(row, windows))
+            return _converted(_compile(operand, aggregates), type_name)
     raise UnsupportedStatementError(f"unsupported expression {node!r}")
 
 
@@ -317,8 +329,8 @@ def _binary(op: str, left: Any, right: Any) -> Any:
     raise UnsupportedStatementError(f"operator {op}")
 
 
-def _converter(type_name: str) -> Callable[[Any], Any]:
-    """A function converting a value (None stays None) to the OpenMLDB type."""
+def _converted(value: _Output, type_name: str) -> _Output:
+    """The expression's value converted to the OpenMLDB type (None stays None)."""
     to: Callable[[Any], Any] | None = None
     if type_name in {"int16", "int32", "int64", "timestamp"}:
         to = int
@@ -329,6 +341,11 @@ def _converter(type_name: str) -> Callable[[Any], Any]:
     elif type_name == "string":
         to = str
     if to is None:
-        return lambda value: value
+        return value
     convert = to
-    return lambda value: None if value is None else convert(value)
+
+    def converted(row: Mapping[str, Any], windows: Sequence[Any]) -> Any:
+        result = value(row, windows)
+        return None if result is None else convert(result)
+
+    return converted
