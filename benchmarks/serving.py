@@ -51,7 +51,6 @@ STORED_EVENTS = (1_000_000, 10_000_000)
 MODEL_ROUNDS = 100  # a small production-like model: 100 trees of 15 leaves
 TRAINING_EVENTS = 200_000
 WRK_SCRIPT = Path(__file__).with_name("wrk_predict.lua")
-_PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -167,18 +166,32 @@ def wrk(url: str, bodies: Path, concurrency: int, duration_s: int) -> dict[str, 
 
 def measure(server: RunningServer, bodies: Path, concurrency: int, duration_s: int,
             warmup_s: int) -> dict[str, Any]:
-    """A warm-up run, then the measured one; with the workers' CPU per request and memory."""
+    """A warm-up run, then the measured one; with the workers' CPU per request and memory,
+    and how busy the machine was with other work meanwhile."""
     wrk(server.url, bodies, concurrency, warmup_s)
     workers = server.worker_pids()
     load_before = os.getloadavg()[0]
-    cpu_before = _cpu_seconds(workers)
+    cpu_before, busy_before = _cpu_seconds(workers), _machine_busy_seconds()
+    started = time.perf_counter()
     figures = wrk(server.url, bodies, concurrency, duration_s)
+    wall_s = time.perf_counter() - started
     cpu_s = _cpu_seconds(workers) - cpu_before
+    ours_s = cpu_s + figures["load_generator_cpu_share_of_one_core"] * wall_s
     figures["server_cpu_ms_per_request"] = round(1000 * cpu_s / max(figures["requests"], 1),
                                                  3)
     figures["workers"] = [_memory_mib(pid) for pid in workers]
     figures["load_average_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+    figures["other_processes_cpu_cores"] = round(
+        max(0.0, _machine_busy_seconds() - busy_before - ours_s) / wall_s, 2)
     return figures
+
+
+def _machine_busy_seconds() -> float:
+    """CPU time the machine has spent on anything but idling, all CPUs (/proc/stat; steal
+    counts: the hypervisor gave that time to others)."""
+    user, nice, system, _idle, _iowait, irq, softirq, steal = map(
+        int, Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9])
+    return (user + nice + system + irq + softirq + steal) / _CLOCK_TICKS
 
 
 # --- the store ------------------------------------------------------------------------------
