@@ -35,8 +35,8 @@ def _run_suite(name: str, quick: bool) -> dict[str, Any]:
 
     result: dict[str, Any] = {}
     if quick:
-        serving_bench.run_predict_benchmark(result, stored_events=(50_000,), duration_s=3,
-                                            warmup_s=1)
+        serving_bench.run_predict_benchmark(result, stored_events=(50_000,), duration_s=2,
+                                            rounds=2, warmup_s=1)
     else:
         serving_bench.run_predict_benchmark(result)
     return result

@@ -8,8 +8,10 @@ The load generator is wrk (a C program, Debian package `wrk`): closed loop, one 
 thread, `concurrency` keep-alive connections, each sending the next request when its answer
 arrives. Its Lua script (wrk_predict.lua) POSTs distinct realistic events: the clicks that
 follow the stored ones in the same synthetic traffic, so their windows reach into stored rows.
-Each figure comes with the load generator's own CPU, the servers' CPU per request, the
-workers' memory and the machine's load average, as the machine is shared.
+At each concurrency the two servers take turns (a few rounds of short runs, which one goes
+first alternating), so that both meet the same neighbours' load on the shared machine; each
+figure is the median over the rounds, beside the load generator's own CPU, the servers' CPU
+per request, the workers' memory and the CPU other processes used meanwhile.
 
 Goals (issue 16), as ratios to the floor in the same run: at concurrency 8 throughput
 ≥ 0.6× and p99 ≤ 2×; at concurrency 1 throughput ≥ 0.7×; no errors.
@@ -22,6 +24,7 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import tempfile
 import time
@@ -164,11 +167,10 @@ def wrk(url: str, bodies: Path, concurrency: int, duration_s: int) -> dict[str, 
     }
 
 
-def measure(server: RunningServer, bodies: Path, concurrency: int, duration_s: int,
-            warmup_s: int) -> dict[str, Any]:
-    """A warm-up run, then the measured one; with the workers' CPU per request and memory,
-    and how busy the machine was with other work meanwhile."""
-    wrk(server.url, bodies, concurrency, warmup_s)
+def measure(server: RunningServer, bodies: Path, concurrency: int,
+            duration_s: int) -> dict[str, Any]:
+    """One measured wrk run; with the workers' CPU per request and memory, and how busy
+    the machine was with other work meanwhile."""
     workers = server.worker_pids()
     load_before = os.getloadavg()[0]
     cpu_before, busy_before = _cpu_seconds(workers), _machine_busy_seconds()
@@ -184,6 +186,50 @@ def measure(server: RunningServer, bodies: Path, concurrency: int, duration_s: i
     figures["other_processes_cpu_cores"] = round(
         max(0.0, _machine_busy_seconds() - busy_before - ours_s) / wall_s, 2)
     return figures
+
+
+def compare(server: RunningServer, floor: RunningServer, bodies: Path, concurrency: int,
+            duration_s: int, rounds: int, warmup_s: int) -> dict[str, Any]:
+    """/predict against the floor at one concurrency: after a warm-up of each, `rounds`
+    pairs of runs back to back (which goes first alternates), so both see the same
+    neighbours' load; each figure is the median over the rounds, each ratio the median of
+    the rounds' ratios (errors and requests are summed)."""
+    for target in (floor, server):
+        wrk(target.url, bodies, concurrency, warmup_s)
+    pairs = []
+    for number in range(rounds):
+        order = [("floor", floor), ("predict", server)]
+        measured = {name: measure(target, bodies, concurrency, duration_s)
+                    for name, target in (order if number % 2 == 0 else order[::-1])}
+        pairs.append({**measured,
+                      "ratio_vs_floor": round(measured["predict"]["requests_per_s"]
+                                              / measured["floor"]["requests_per_s"], 3),
+                      "p99_ratio_to_floor": round(measured["predict"]["p99_ms"]
+                                                  / measured["floor"]["p99_ms"], 3)})
+    return {"floor": _medians([p["floor"] for p in pairs]),
+            "predict": _medians([p["predict"] for p in pairs]),
+            # throughput ratio, the figure `fraudflow bench` charts
+            "ratio_vs_floor": _median([p["ratio_vs_floor"] for p in pairs]),
+            "p99_ratio_to_floor": _median([p["p99_ratio_to_floor"] for p in pairs]),
+            "rounds": pairs}
+
+
+def _medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    summed = ("requests", "errors", "non_2xx")
+    figures: dict[str, Any] = {key: sum(run[key] for run in runs) for key in summed}
+    figures["socket_errors"] = {kind: sum(run["socket_errors"][kind] for run in runs)
+                                for kind in runs[0]["socket_errors"]}
+    for key, value in runs[0].items():
+        if isinstance(value, int | float) and key not in summed:
+            figures[key] = _median([run[key] for run in runs])
+    figures["workers"] = runs[-1]["workers"]
+    figures["load_average_1m"] = [runs[0]["load_average_1m"][0],
+                                  runs[-1]["load_average_1m"][1]]
+    return figures
+
+
+def _median(values: list[float]) -> float:
+    return round(statistics.median(values), 3)
 
 
 def _machine_busy_seconds() -> float:
@@ -240,17 +286,19 @@ def _settings(root: Path) -> Settings:
 
 def run_predict_benchmark(out: dict[str, Any],
                           stored_events: Sequence[int] = STORED_EVENTS,
-                          duration_s: int = 10, concurrencies: Sequence[int] = CONCURRENCIES,
-                          workers: int = 2, threads: int = 1, request_events: int = 5_000,
+                          duration_s: int = 5, rounds: int = 3,
+                          concurrencies: Sequence[int] = CONCURRENCIES, workers: int = 2,
+                          threads: int = 1, request_events: int = 5_000,
                           warmup_s: int = 2) -> dict[str, Any]:
-    """For each store size: fill a fresh embedded store, serve a small model, and measure
-    /predict and the floor at each concurrency; the results go to out["predict"] (and are
-    returned), keyed by the number of stored events."""
+    """For each store size: fill a fresh embedded store, serve a small model, and compare
+    /predict with the floor at each concurrency (`rounds` runs of `duration_s` each); the
+    results go to out["predict"] (and are returned), keyed by the number of stored events."""
     wrk_binary()  # before minutes of set-up
     results: dict[str, Any] = {
         "load_generator": "wrk 4.1, 1 thread, closed loop, keep-alive",
         "model": {"rounds": MODEL_ROUNDS, "num_leaves": 15},
-        "server": {"workers": workers, "threads": threads, "duration_s": duration_s}}
+        "server": {"workers": workers, "threads": threads},
+        "runs": {"rounds": rounds, "duration_s": duration_s, "warmup_s": warmup_s}}
     for size in stored_events:
         with tempfile.TemporaryDirectory(prefix="fraudflow-bench-") as tmp:
             root = Path(tmp)
@@ -259,21 +307,12 @@ def run_predict_benchmark(out: dict[str, Any],
             with running_servers([APP_TARGET, FLOOR_TARGET], _settings(root), workers,
                                  threads) as (server, floor):
                 for concurrency in concurrencies:
-                    floor_figures = measure(floor, root / "bodies.jsonl", concurrency,
-                                            duration_s, warmup_s)
-                    predict_figures = measure(server, root / "bodies.jsonl", concurrency,
-                                              duration_s, warmup_s)
-                    figures[str(concurrency)] = _compared(predict_figures, floor_figures)
+                    figures[str(concurrency)] = compare(
+                        server, floor, root / "bodies.jsonl", concurrency, duration_s,
+                        rounds, warmup_s)
         results[str(size)] = {**store, "concurrency": figures, "goals": _goals(figures)}
     out["predict"] = results
     return results
-
-
-def _compared(predict: dict[str, Any], floor: dict[str, Any]) -> dict[str, Any]:
-    return {"floor": floor, "predict": predict,
-            # throughput ratio, the figure `fraudflow bench` charts
-            "ratio_vs_floor": round(predict["requests_per_s"] / floor["requests_per_s"], 3),
-            "p99_ratio_to_floor": round(predict["p99_ms"] / floor["p99_ms"], 3)}
 
 
 def _goals(figures: dict[str, Any]) -> dict[str, Any]:
@@ -299,7 +338,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--stored-events", type=int, action="append",
                         help=f"events in the store (repeatable; default "
                              f"{' and '.join(map(str, STORED_EVENTS))})")
-    parser.add_argument("--duration", type=int, default=10, help="seconds per run")
+    parser.add_argument("--duration", type=int, default=5, help="seconds per run")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="runs of each server per concurrency, interleaved")
     parser.add_argument("--concurrency", type=int, action="append",
                         help=f"repeatable; default {CONCURRENCIES}")
     parser.add_argument("--workers", type=int, default=2)
@@ -308,8 +349,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     results: dict[str, Any] = {}
     run_predict_benchmark(results, args.stored_events or STORED_EVENTS, args.duration,
-                          args.concurrency or CONCURRENCIES, workers=args.workers,
-                          threads=args.threads)
+                          args.rounds, args.concurrency or CONCURRENCIES,
+                          workers=args.workers, threads=args.threads)
     text = json.dumps(results, indent=2)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
