@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from functools import lru_cache
 
 from flask import Flask, Response, g, request
@@ -24,11 +24,32 @@ from prometheus_client import (
     Histogram,
     generate_latest,
     multiprocess,
+    values,
 )
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from core.registry import SCORE_BUCKETS
+
+
+def _remembered_pid() -> Callable[[], int]:
+    """os.getpid without the system call: the pid is read once and again in every forked
+    child, so it is always this process's own."""
+    pid = os.getpid()
+
+    def renew() -> None:
+        nonlocal pid
+        pid = os.getpid()
+
+    os.register_at_fork(after_in_child=renew)
+    return lambda: pid
+
+
+# In multiprocess mode prometheus-client asks for the pid on every update, to notice a fork:
+# ten system calls per /predict, which cost ~10 % of its CPU where system calls are dear
+# (nested VMs). Its documented hook takes our pid function instead; set before any metric.
+if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+    values.ValueClass = values.MultiProcessValue(_remembered_pid())
 
 NAMESPACE = "fraudflow"
 # Sub-millisecond resolution: a prediction takes about a millisecond on the embedded store.

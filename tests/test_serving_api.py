@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from core.registry import Registry
 from features.connection import EmbeddedCursor
 from features.store import init_store
 from serving import create_app
+from serving.metrics import _remembered_pid
 from serving.model import LoadedModel, ModelHolder
 from tests.serving_helpers import ADMIN_TOKEN, SEED_EVENT, ServingData, save_model
 
@@ -541,3 +543,15 @@ def test_a_deployment_that_lost_the_models_features_is_a_500_mismatch(
              "is_attributed FROM talkingdata")
     message = _error(client.post("/predict", json=SEED_EVENT), 500)
     assert "no longer outputs the model's feature(s)" in message and "qty" in message
+
+
+def test_the_metrics_pid_is_each_forked_childs_own() -> None:
+    """Multiprocess metrics name their files by this pid, read once rather than per update."""
+    pid = _remembered_pid()
+    assert pid() == os.getpid()
+    child = os.fork()
+    if child == 0:  # the child answers by its exit code, at once
+        os._exit(0 if pid() == os.getpid() != os.getppid() else 1)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert pid() == os.getpid()
