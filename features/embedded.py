@@ -41,6 +41,7 @@ from features.exceptions import (
     DataError,
     FeatureStoreError,
     SQLValidationError,
+    StoreUnavailableError,
     UnsupportedStatementError,
 )
 from features.offline import DUCKDB_TYPES, SEQ, OrderKey, build_query, quote
@@ -809,8 +810,8 @@ class EmbeddedStore:
             if seen == version:
                 return Result(plan.output, [features], 1)
             self._forget_plans()
-        raise CatalogError(f"deployment {db}.{deployment}: the catalog changed during each of "
-                           f"{_REQUEST_ATTEMPTS} attempts, retry")
+        raise StoreUnavailableError(f"deployment {db}.{deployment}: the catalog changed "
+                                    f"during each of {_REQUEST_ATTEMPTS} attempts")
 
     # --- maintenance and the ingest consumer's offsets --------------------------------------
 
