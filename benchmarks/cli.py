@@ -49,7 +49,11 @@ def _run_suite(name: str, quick: bool) -> dict[str, Any]:
     from benchmarks import serving as serving_bench
 
     result: dict[str, Any] = {}
-    serving_bench.run_predict_benchmark(result, stored_events=50_000 if quick else 1_000_000)
+    if quick:
+        serving_bench.run_predict_benchmark(result, stored_events=(50_000,), duration_s=2,
+                                            rounds=2, warmup_s=1)
+    else:
+        serving_bench.run_predict_benchmark(result)
     return result
 
 

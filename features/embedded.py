@@ -41,6 +41,7 @@ from features.exceptions import (
     DataError,
     FeatureStoreError,
     SQLValidationError,
+    StoreUnavailableError,
     UnsupportedStatementError,
 )
 from features.offline import DUCKDB_TYPES, SEQ, OrderKey, build_query, quote
@@ -63,6 +64,9 @@ CREATE TABLE IF NOT EXISTS _consumer_offsets (
 # The next storage-order number of each clustered table (a rowid table numbers rows itself).
 _ROW_SEQ_DDL = """CREATE TABLE IF NOT EXISTS _row_seq (tbl TEXT PRIMARY KEY,
     next INTEGER NOT NULL)"""
+_CATALOG_VERSION_SQL = "SELECT version FROM _catalog_version"
+# Each attempt of a request that finds the catalog changed under its plan makes it again.
+_REQUEST_ATTEMPTS = 3
 _SQLITE_TYPES = {
     "bool": "INTEGER", "int16": "INTEGER", "int32": "INTEGER", "int64": "INTEGER",
     "timestamp": "INTEGER", "float": "REAL", "double": "REAL", "string": "TEXT", "date": "TEXT",
@@ -119,7 +123,7 @@ class EmbeddedStore:
             self.db.executescript(f"BEGIN IMMEDIATE; {_CATALOG_DDL} COMMIT;")
         self._in_transaction = False
         self._duck: duckdb.DuckDBPyConnection | None = None
-        self._plans: dict[tuple[str, str], RequestPlan] = {}
+        self._plans: dict[tuple[str, str], tuple[RequestPlan, _RequestRows]] = {}
         self._plans_version = -1
         self._lock = threading.Lock()
 
@@ -367,7 +371,7 @@ class EmbeddedStore:
             if name is None:
                 raise CatalogError(f"no SQLite index for window {spec.name}; redeploy")
             physical[spec.name] = name
-        return RequestPlan(select, schema, table, output, physical)
+        return RequestPlan(select, schema, table, output, physical, _CATALOG_VERSION_SQL)
 
     def _drop_table(self, db: str, name: str, if_exists: bool) -> Result:
         if self._catalog_get("table", db, name) is None:
@@ -761,44 +765,60 @@ class EmbeddedStore:
         self._autocommit(lambda: self._catalog_delete("deployment", db, name))
         return _empty()
 
-    def _plan(self, db: str, name: str) -> RequestPlan:
-        row = self.db.execute("SELECT version FROM _catalog_version").fetchone()
-        version = int(row[0])
+    def _plan(self, db: str, name: str) -> tuple[RequestPlan, _RequestRows, int]:
+        """The deployment's request plan, the reader of its request rows and the catalog
+        version they were made at (a cached plan costs no query: `request` checks the version
+        in its own statement)."""
         with self._lock:
-            if version != self._plans_version:  # another process changed the catalog
+            cached = self._plans.get((db, name))
+            if cached is not None:
+                return *cached, self._plans_version
+            # the version first: a catalog changed after it only makes the plan look stale
+            version = self._catalog_version()
+            if version != self._plans_version:
                 self._plans.clear()
                 self._plans_version = version
-            plan = self._plans.get((db, name))
-            if plan is None:
-                body = self._catalog_get("deployment", db, name)
-                if body is None:
-                    raise CatalogError(f"deployment {db}.{name} does not exist")
-                select = d.parse(body["sql"])
-                assert isinstance(select, d.Select)
-                schema = self.table(db, select.table)
-                output = [Column(n, t) for n, t in body["output"]]
-                plan = self._request_plan(db, select, schema, output)
-                self._plans[(db, name)] = plan
-            return plan
+            body = self._catalog_get("deployment", db, name)
+            if body is None:
+                raise CatalogError(f"deployment {db}.{name} does not exist")
+            select = d.parse(body["sql"])
+            assert isinstance(select, d.Select)
+            schema = self.table(db, select.table)
+            output = [Column(n, t) for n, t in body["output"]]
+            plan = self._request_plan(db, select, schema, output)
+            rows = _RequestRows(schema)
+            self._plans[(db, name)] = plan, rows
+            return plan, rows, version
+
+    def _catalog_version(self) -> int:
+        row = self.db.execute(_CATALOG_VERSION_SQL).fetchone()
+        return int(row[0])
+
+    def _forget_plans(self) -> None:
+        with self._lock:
+            self._plans.clear()
+            self._plans_version = -1
 
     def request(self, db: str, deployment: str, row: Mapping[str, Any] | Sequence[Any],
                 now_ms: int | None = None) -> Result:
-        """Request mode: the deployment's features for one row, which is not stored."""
-        plan = self._plan(db, deployment)
-        schema = plan.table
-        if isinstance(row, Mapping):
-            unknown = set(row) - set(schema.column_names)
-            if unknown:
-                raise DataError(f"request row has unknown column(s) {sorted(unknown)}")
-            values = [row.get(name) for name in schema.column_names]
-        else:
-            values = list(row)
-            if len(values) != len(schema.columns):
-                raise DataError(f"request row has {len(values)} values, table {schema.name} "
-                                f"has {len(schema.columns)} columns")
-        columns = _validate_columns(schema, schema.column_names, [values])
-        request = {name: col[0] for name, col in zip(schema.column_names, columns, strict=True)}
-        return Result(plan.output, [plan.execute(self.db, request, now_ms)], 1)
+        """Request mode: the deployment's features for one row, which is not stored. The
+        windows are read in one statement, so from one snapshot of the stored rows, with the
+        catalog version: when another process changed the catalog since the plan was made,
+        the plan is made again and run again."""
+        for _ in range(_REQUEST_ATTEMPTS):
+            plan, rows, version = self._plan(db, deployment)
+            request = rows(row)
+            try:
+                seen, features = plan.execute(self.db, request, now_ms)
+            except sqlite3.OperationalError:
+                if self._catalog_version() == version:
+                    raise
+                seen = None  # e.g. an index the plan reads was dropped with its deployment
+            if seen == version:
+                return Result(plan.output, [features], 1)
+            self._forget_plans()
+        raise StoreUnavailableError(f"deployment {db}.{deployment}: the catalog changed "
+                                    f"during each of {_REQUEST_ATTEMPTS} attempts")
 
     # --- maintenance and the ingest consumer's offsets --------------------------------------
 
@@ -932,6 +952,40 @@ def _bind_rows(stmt: d.Insert, rows: Iterable[Sequence[Any]],
                       for v in template]
             bound.append(values)
     return bound
+
+
+class _RequestRows:
+    """Reads a table's request rows: a dict by column name in the table's types, DataError if
+    a row does not fit. Integer columns holding ints in range are taken as they are; any other
+    row goes through the checks of inserts."""
+
+    def __init__(self, schema: TableSchema) -> None:
+        self.schema = schema
+        self.names = schema.column_names
+        self._known = frozenset(self.names)
+        # (1, 0) holds no int: rows with values in other columns always take the full checks
+        self._ranges = [INTEGER_RANGES.get(column.type, (1, 0)) for column in schema.columns]
+        self._nullable = [not column.not_null for column in schema.columns]
+
+    def __call__(self, row: Mapping[str, Any] | Sequence[Any]) -> dict[str, Any]:
+        names = self.names
+        if isinstance(row, Mapping):
+            unknown = row.keys() - self._known
+            if unknown:
+                raise DataError(f"request row has unknown column(s) {sorted(unknown)}")
+            values = [row.get(name) for name in names]
+        else:
+            values = list(row)
+            if len(values) != len(names):
+                raise DataError(f"request row has {len(values)} values, table "
+                                f"{self.schema.name} has {len(names)} columns")
+        for value, (low, high), nullable in zip(values, self._ranges, self._nullable,
+                                                strict=True):
+            if not ((type(value) is int and low <= value <= high)
+                    or (value is None and nullable)):
+                columns = _validate_columns(self.schema, names, [values])
+                return {name: column[0] for name, column in zip(names, columns, strict=True)}
+        return dict(zip(names, values, strict=True))
 
 
 def _validate_columns(schema: TableSchema, names: list[str],

@@ -10,19 +10,13 @@ from __future__ import annotations
 import math
 import sqlite3
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from features import dialect as d
 from features.exceptions import CatalogError, UnsupportedStatementError
-from features.functions import (
-    AGGREGATES,
-    SCALAR_FUNCTIONS,
-    aggregate_sql,
-    distinct_value,
-    python_scalar,
-)
+from features.functions import AGGREGATES, SCALAR_FUNCTIONS, distinct_value, python_scalar
 from features.offline import quote, window_argument
 from features.schema import Column, Index, TableSchema
 
@@ -30,18 +24,43 @@ from features.schema import Column, Index, TableSchema
 CLUSTERED_KEY = "PRIMARY KEY"
 
 
+# What each window function needs of the window's stored rows, as SQLite aggregates over them
+# (`?`: the request's value); `_combine` adds the request row.
+_STORED_AGGREGATES: dict[str, tuple[str, ...]] = {
+    "count": ("count({x})",),
+    "sum": ("sum({x})",),
+    "min": ("min({x})",),
+    "max": ("max({x})",),
+    "avg": ("sum({x})", "count({x})"),
+    # over distinct_value() (NULL counts as its type's zero); is the request's value stored?
+    "distinct_count": ("count(DISTINCT {x})", "max({x} = ?)"),
+}
+# A parameter of the request statement: its value for (request row, now in epoch ms).
+_Param = Callable[[Mapping[str, Any], int], Any]
+# An output column's value from (request row, the aggregates in the plan's order of calls).
+_Output = Callable[[Mapping[str, Any], Sequence[Any]], Any]
+
+
 @dataclass(frozen=True)
 class _WindowQuery:
     spec: d.WindowSpec
     index: Index
     calls: tuple[d.Call, ...]  # the aggregates computed over this window
+    sql: str  # one row: per call the aggregates of _STORED_AGGREGATES
+    params: tuple[_Param, ...]  # in the order of their placeholders in `sql`
 
 
 class RequestPlan:
-    """A deployment compiled for request mode: one SQLite query per window, Python scalars."""
+    """A deployment compiled for request mode: every window's aggregates in one SQLite
+    statement (one snapshot of the stored rows, one round trip), Python scalars after it.
+
+    `version_sql` selects one value (the store's catalog version) in that same statement, so
+    the caller can tell whether the catalog it made the plan from is the one the rows were
+    read with."""
 
     def __init__(self, select: d.Select, table: TableSchema, sqlite_table: str,
-                 output: list[Column], sqlite_indexes: Mapping[str, str]) -> None:
+                 output: list[Column], sqlite_indexes: Mapping[str, str],
+                 version_sql: str) -> None:
         """`sqlite_indexes`: the SQLite index each window (by name) reads."""
         self.select = select
         self.table = table
@@ -52,11 +71,16 @@ class RequestPlan:
         for item in select.items:
             if item.expr is not None:
                 _check_request_expr(item.expr, select.windows)
+        self.sql = "SELECT * FROM " + ", ".join(
+            [f"({version_sql})", *(f"({window.sql})" for window in self.windows)])
+        self.params = tuple(p for window in self.windows for p in window.params)
+        self._aggregates = self._result_positions()
+        self._outputs = self._compile_outputs()
 
     def _window_query(self, spec: d.WindowSpec) -> _WindowQuery:
         calls = tuple(d.calls_over(spec.name, [i.expr for i in self.select.items if i.expr]))
         for call in calls:
-            if call.name not in AGGREGATES:
+            if call.name not in _STORED_AGGREGATES:
                 raise UnsupportedStatementError(
                     f"the embedded engine does not implement the window function {call.name}()")
             if not call.star:
@@ -64,83 +88,56 @@ class RequestPlan:
         wanted = set(spec.partition_by)
         for index in self.table.indexes:
             if set(index.keys) == wanted and index.ts == spec.order_by:
-                return _WindowQuery(spec, index, calls)
+                return self._window_sql(spec, index, calls)
         raise CatalogError(
             f"table {self.table.name!r} has no index KEY=({', '.join(spec.partition_by)}) "
             f"TS={spec.order_by} for window {spec.name!r}; DEPLOY creates it")
 
-    def execute(self, db: sqlite3.Connection, request: Mapping[str, Any],
-                now_ms: int | None = None) -> tuple[Any, ...]:
-        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-        values: dict[d.Call, Any] = {}
-        for window in self.windows:
-            values.update(self._aggregate(db, window, request, now_ms))
-        row: list[Any] = []
-        for item in self.select.items:
-            if item.expr is None:
-                row.extend(request[name] for name in self.table.column_names)
-            else:
-                row.append(_evaluate(item.expr, request, values))
-        return tuple(_as_type(v, c.type) for v, c in zip(row, self.output, strict=True))
-
-    def _aggregate(self, db: sqlite3.Connection, window: _WindowQuery,
-                   request: Mapping[str, Any], now_ms: int) -> dict[d.Call, Any]:
-        spec, index = window.spec, window.index
+    def _window_sql(self, spec: d.WindowSpec, index: Index,
+                    calls: tuple[d.Call, ...]) -> _WindowQuery:
         ts_col = quote(spec.order_by)
-        request_ts = request[spec.order_by]
-        params: list[Any] = []
-        key_filters = []
+        selects: list[str] = []
+        probes: list[_Param] = []  # the select list's own parameters come first in the SQL
+        for call in calls:
+            x = "*" if call.star else quote(call.args[0].name)  # type: ignore[union-attr]
+            probe = None
+            if call.name == "distinct_count":
+                column = self.table.column(call.args[0].name)  # type: ignore[union-attr]
+                x, null_value = distinct_value(x, column)
+                probe = _request_value_or(column.name, null_value)
+            for template in _STORED_AGGREGATES[call.name]:
+                selects.append(template.format(x=x))
+                if "?" in template:
+                    name = call.args[0].name  # type: ignore[union-attr]
+                    probes.append(probe or _request_value(name))
+        key_filters: list[str] = []
+        key_params: list[_Param] = []
         for key in spec.partition_by:
-            if request[key] is None:
-                key_filters.append(f"{quote(key)} IS NULL")
-            else:
-                key_filters.append(f"{quote(key)} = ?")
-                params.append(request[key])
-        columns = sorted({c.args[0].name for c in window.calls if not c.star
+            # IS matches a null key too; = where there can be none (the clustered key)
+            equals = "=" if self.table.column(key).not_null else "IS"
+            key_filters.append(f"{quote(key)} {equals} ?")
+            key_params.append(_request_value(key))
+        columns = sorted({c.args[0].name for c in calls if not c.star
                           and isinstance(c.args[0], d.ColumnRef)} | {spec.order_by})
-        source = self._visible_rows(index, self.sqlite_indexes[spec.name], columns,
-                                    key_filters, now_ms)
+        source, source_params = self._visible_rows(
+            index, self.sqlite_indexes[spec.name], columns, key_filters)
         frame = [f"{ts_col} < ?" if spec.exclude_current_time else f"{ts_col} <= ?"]
-        params.append(request_ts)
+        frame_params = [_request_value(spec.order_by)]
         if spec.frame == "rows_range" and spec.preceding is not None:
             frame.append(f"{ts_col} >= ?")
-            params.append(request_ts - spec.preceding)
+            frame_params.append(_request_value_minus(spec.order_by, spec.preceding))
         limit = spec.preceding if spec.frame == "rows" else (
             spec.maxsize - 1 if spec.maxsize is not None else None)
         rows_sql = f"SELECT * FROM {source} WHERE {' AND '.join(frame)}"
         if limit is not None:
             rows_sql += f" ORDER BY {ts_col} DESC, _seq DESC LIMIT {int(limit)}"
-        selects: list[str] = []
-        probes: list[Any] = []  # the select list's own parameters come first in the SQL text
-        for call in window.calls:
-            x = "*" if call.star else quote(call.args[0].name)  # type: ignore[union-attr]
-            if call.name == "distinct_count":
-                column = self.table.column(call.args[0].name)  # type: ignore[union-attr]
-                counted, null_value = distinct_value(x, column)
-                current = request[column.name]
-                selects += [aggregate_sql(call.name, counted), "0", "0", f"max({counted} = ?)"]
-                probes.append(null_value if current is None else current)
-                continue
-            selects += [aggregate_sql(call.name, x), f"count({x})",
-                        f"sum({'1' if call.star else x})"]
-        sql = f"SELECT {', '.join(selects)} FROM ({rows_sql})"
-        stored = db.execute(sql, probes + params).fetchone()
-        result: dict[d.Call, Any] = {}
-        position = 0
-        for call in window.calls:
-            agg, count, total = stored[position:position + 3]
-            position += 3
-            seen = None
-            if call.name == "distinct_count":
-                seen = stored[position]
-                position += 1
-            current = 1 if call.star else request[call.args[0].name]  # type: ignore[union-attr]
-            result[call] = _combine(call.name, agg, count, total, current, seen)
-        return result
+        return _WindowQuery(spec, index, calls, f"SELECT {', '.join(selects)} FROM ({rows_sql})",
+                            (*probes, *key_params, *source_params, *frame_params))
 
     def _visible_rows(self, index: Index, sqlite_index: str, columns: list[str],
-                      key_filters: list[str], now_ms: int) -> str:
-        """The index's rows for the key that its TTL still keeps, as a SQLite subquery."""
+                      key_filters: list[str]) -> tuple[str, list[_Param]]:
+        """The index's rows for the key that its TTL still keeps, as a SQLite subquery, and
+        its parameters after the key filters' (the absolute TTL's bound, from now)."""
         cols = ", ".join([*(quote(c) for c in columns), "_seq"])
         where = " AND ".join(key_filters) or "1"
         # named, so SQLite never picks a worse index for a window than the one made for it
@@ -149,22 +146,78 @@ class RequestPlan:
             "NOT INDEXED" if sqlite_index == CLUSTERED_KEY
             else f"INDEXED BY {quote(sqlite_index)}")
         ts_col = quote(index.ts)
-        abs_keep = f"{ts_col} >= {now_ms - index.ttl_minutes * 60_000}" \
-            if index.ttl_minutes else None
+        abs_keep = f"{ts_col} >= ?" if index.ttl_minutes else None
+        abs_params = [_now_minus(index.ttl_minutes * 60_000)] if index.ttl_minutes else []
         if not index.ttl_latest:
             if abs_keep and index.ttl_type in {"absolute", "absorlat", "absandlat"}:
-                where += f" AND {abs_keep}"
-            return f"(SELECT {cols} FROM {table} WHERE {where})"
+                return f"(SELECT {cols} FROM {table} WHERE {where} AND {abs_keep})", abs_params
+            return f"(SELECT {cols} FROM {table} WHERE {where})", []
         ranked = (f"(SELECT {cols}, row_number() OVER (ORDER BY {ts_col} DESC, _seq DESC) "
                   f"AS _rank FROM {table} WHERE {where})")
         latest_keep = f"_rank <= {index.ttl_latest}"
         if abs_keep is None or index.ttl_type == "latest":
-            keep = latest_keep
-        elif index.ttl_type == "absandlat":  # expires only when both limits are passed
+            return f"(SELECT {cols} FROM {ranked} WHERE {latest_keep})", []
+        if index.ttl_type == "absandlat":  # expires only when both limits are passed
             keep = f"({abs_keep} OR {latest_keep})"
         else:
             keep = f"({abs_keep} AND {latest_keep})"
-        return f"(SELECT {cols} FROM {ranked} WHERE {keep})"
+        return f"(SELECT {cols} FROM {ranked} WHERE {keep})", abs_params
+
+    def _result_positions(self) -> list[tuple[d.Call, int, int]]:
+        """Each aggregate call with where its stored rows' values are in the statement's row
+        (after the version): from, to."""
+        positions = []
+        position = 1
+        for window in self.windows:
+            for call in window.calls:
+                width = len(_STORED_AGGREGATES[call.name])
+                positions.append((call, position, position + width))
+                position += width
+        return positions
+
+    def _compile_outputs(self) -> list[_Output]:
+        """Each output column's value, converted to the column's type."""
+        aggregates = {call: i for i, (call, _, _) in enumerate(self._aggregates)}
+        values: list[_Output] = []
+        for item in self.select.items:
+            if item.expr is None:
+                values.extend(_compile(d.ColumnRef(name), aggregates)
+                              for name in self.table.column_names)
+            else:
+                values.append(_compile(item.expr, aggregates))
+        return [_converted(value, column.type)
+                for value, column in zip(values, self.output, strict=True)]
+
+    def execute(self, db: sqlite3.Connection, request: Mapping[str, Any],
+                now_ms: int | None = None) -> tuple[Any, tuple[Any, ...]]:
+        """The value of `version_sql` and the output row, read in one statement."""
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        stored = db.execute(self.sql, [param(request, now_ms) for param in self.params]
+                            ).fetchone()
+        values = [_combine(call.name, stored[start:end],
+                           1 if call.star else request[call.args[0].name])  # type: ignore[union-attr]
+                  for call, start, end in self._aggregates]
+        return stored[0], tuple([output(request, values) for output in self._outputs])
+
+
+def _request_value(column: str) -> _Param:
+    return lambda request, now_ms: request[column]
+
+
+def _request_value_or(column: str, null_value: object) -> _Param:
+    """The request's value, or what a NULL stands for (distinct_count's type zero)."""
+    def value(request: Mapping[str, Any], now_ms: int) -> Any:
+        current = request[column]
+        return null_value if current is None else current
+    return value
+
+
+def _request_value_minus(column: str, amount: int) -> _Param:
+    return lambda request, now_ms: request[column] - amount
+
+
+def _now_minus(amount_ms: int) -> _Param:
+    return lambda request, now_ms: now_ms - amount_ms
 
 
 def _check_request_expr(node: d.Expr, windows: Mapping[str, d.WindowSpec]) -> None:
@@ -188,50 +241,67 @@ def _check_request_expr(node: d.Expr, windows: Mapping[str, d.WindowSpec]) -> No
             raise UnsupportedStatementError("parameters in a deployment")
 
 
-def _combine(name: str, agg: Any, count: int, total: Any, current: Any, seen: Any) -> Any:
-    """The aggregate over (stored window rows) ∪ {request row}."""
+def _combine(name: str, stored: Sequence[Any], current: Any) -> Any:
+    """The aggregate over (stored window rows) ∪ {request row}, from the stored rows'
+    aggregates (_STORED_AGGREGATES) and the request's value."""
     if name == "count":
-        return count + (current is not None)
-    if name == "distinct_count":  # `seen`: the request's value is among the stored ones
-        return agg + (0 if seen else 1)
-    if current is None:
-        if name == "avg":
+        return stored[0] + (current is not None)
+    if name == "distinct_count":  # a NULL request value counts as its type's zero too
+        return stored[0] + (0 if stored[1] else 1)
+    if name == "avg":
+        total, count = stored
+        if current is None:
             return total / count if count else None
+        return ((total or 0) + current) / (count + 1)
+    agg = stored[0]
+    if current is None:
         return agg
     if name == "sum":
-        return current if total is None else total + current
+        return current if agg is None else agg + current
     if name == "min":
         return current if agg is None else min(agg, current)
     if name == "max":
         return current if agg is None else max(agg, current)
-    if name == "avg":
-        return ((total or 0) + current) / (count + 1)
     raise UnsupportedStatementError(f"window function {name}()")
 
 
-def _evaluate(node: d.Expr, row: Mapping[str, Any], windows: Mapping[d.Call, Any]) -> Any:
+def _compile(node: d.Expr, aggregates: Mapping[d.Call, int]) -> _Output:
+    """The expression as a function of (request row, aggregate values), built once;
+    `aggregates`: where each window call's value is among them."""
     match node:
         case d.ColumnRef(name):
-            return row[name]
+            return lambda row, windows: row[name]
         case d.Literal(value):
-            return value
+            return lambda row, windows: value
         case d.Call() if node.window is not None:
-            return windows[node]
+            position = aggregates[node]
+            return lambda row, windows: windows[position]
         case d.Call(name, args):
-            return python_scalar(name, [_evaluate(a, row, windows) for a in args])
+            arguments = [_compile(a, aggregates) for a in args]
+            return lambda row, windows: python_scalar(name, [a(row, windows) for a in arguments])
         case d.Binary(op, left, right):
-            return _binary(op, _evaluate(left, row, windows), _evaluate(right, row, windows))
+            lhs, rhs = _compile(left, aggregates), _compile(right, aggregates)
+            return lambda row, windows: _binary(op, lhs(row, windows), rhs(row, windows))
         case d.Unary("not", operand):
-            value = _evaluate(operand, row, windows)
-            return None if value is None else not value
+            inner = _compile(operand, aggregates)
+            return lambda row, windows: _not(inner(row, windows))
         case d.Unary(_, operand):
-            value = _evaluate(operand, row, windows)
-            return None if value is None else -value
+            inner = _compile(operand, aggregates)
+            return lambda row, windows: _negate(inner(row, windows))
         case d.IsNull(operand, negated):
-            return (_evaluate(operand, row, windows) is None) != negated
+            inner = _compile(operand, aggregates)
+            return lambda row, windows: (inner(row, windows) is None) != negated
         case d.Cast(operand, type_name):
-            return _as_type(_evaluate(operand, row, windows), type_name)
+            return _converted(_compile(operand, aggregates), type_name)
     raise UnsupportedStatementError(f"unsupported expression {node!r}")
+
+
+def _not(value: Any) -> Any:
+    return None if value is None else not value
+
+
+def _negate(value: Any) -> Any:
+    return None if value is None else -value
 
 
 def _binary(op: str, left: Any, right: Any) -> Any:
@@ -274,15 +344,23 @@ def _binary(op: str, left: Any, right: Any) -> Any:
     raise UnsupportedStatementError(f"operator {op}")
 
 
-def _as_type(value: Any, type_name: str) -> Any:
-    if value is None:
-        return None
+def _converted(value: _Output, type_name: str) -> _Output:
+    """The expression's value converted to the OpenMLDB type (None stays None)."""
+    to: Callable[[Any], Any] | None = None
     if type_name in {"int16", "int32", "int64", "timestamp"}:
-        return int(value)
-    if type_name in {"float", "double"}:
-        return float(value)
-    if type_name == "bool":
-        return bool(value)
-    if type_name == "string":
-        return str(value)
-    return value
+        to = int
+    elif type_name in {"float", "double"}:
+        to = float
+    elif type_name == "bool":
+        to = bool
+    elif type_name == "string":
+        to = str
+    if to is None:
+        return value
+    convert = to
+
+    def converted(row: Mapping[str, Any], windows: Sequence[Any]) -> Any:
+        result = value(row, windows)
+        return None if result is None else convert(result)
+
+    return converted

@@ -10,12 +10,14 @@ from flask import Flask, Request
 from core.config import get_settings
 from serving import admin, errors, features, health, metrics, model, predict
 from serving.errors import APIError
+from serving.json_provider import OrjsonProvider
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """The app, configured from FraudFlow's settings, then overridden by `config`."""
     app = Flask(__name__)
     app.request_class = _APIRequest
+    app.json = OrjsonProvider(app)  # replies keep the documented key order
     settings = get_settings()
     app.config.from_mapping(
         STORE_URL=settings.store_url,
@@ -31,7 +33,6 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     )
     if config is not None:
         app.config.from_mapping(config)
-    app.json.sort_keys = False  # type: ignore[attr-defined]  # replies in the documented order
 
     metrics.init_app(app)
     errors.init_app(app)

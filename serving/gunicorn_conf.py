@@ -11,6 +11,7 @@ live gauges disappear.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from pathlib import Path
@@ -42,6 +43,13 @@ def post_fork(server: Any, worker: Any) -> None:
     """The app's own log lines (model swaps, store errors) go to stderr like gunicorn's."""
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s")
+
+
+def post_worker_init(worker: Any) -> None:
+    """Once the app is loaded, its objects (the imports, the model) are moved out of the
+    collector's generations: a full collection walking them paused a worker for ~0.2 s
+    every few thousand requests (the p99.9 of a run)."""
+    gc.freeze()
 
 
 def child_exit(server: Any, worker: Any) -> None:

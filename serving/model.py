@@ -92,13 +92,19 @@ class SingleRowPredictor:
             ctypes.c_int(_DTYPE_FLOAT64), ctypes.c_int32(booster.num_feature()),
             ctypes.c_char_p(b"num_threads=1"), ctypes.byref(self._config)))
         weakref.finalize(self, _LIB.LGBM_FastConfigFree, self._config)
+        # Our own handle on the C function (lightgbm's is left alone): through PyDLL, so the
+        # call keeps the GIL, as one row takes microseconds and handing the GIL to the
+        # worker's event-loop thread and back cost more; with its argument types declared,
+        # so ctypes converts them itself, cheaper than making pointer objects per call.
+        self._predict = ctypes.PyDLL(_LIB._name)["LGBM_BoosterPredictForMatSingleRowFast"]
+        self._predict.argtypes = [ctypes.c_void_p, ctypes.c_void_p,
+                                  ctypes.POINTER(ctypes.c_int64), ctypes.POINTER(ctypes.c_double)]
+        self._predict.restype = ctypes.c_int
 
     def __call__(self, row: npt.NDArray[np.float64]) -> float:
         """The score of one row: a C-contiguous float64 vector of every feature."""
         score, length = ctypes.c_double(), ctypes.c_int64()
-        _safe_call(_LIB.LGBM_BoosterPredictForMatSingleRowFast(
-            self._config, row.ctypes.data_as(ctypes.c_void_p), ctypes.byref(length),
-            ctypes.byref(score)))
+        _safe_call(self._predict(self._config, row.ctypes.data, length, score))
         return score.value
 
 

@@ -326,6 +326,27 @@ def test_ttl_hides_and_expires_old_rows(tmp_path: Path) -> None:
     assert len(cursor.execute("SELECT * FROM t").fetchall()) == 2
 
 
+def test_a_cached_plan_follows_catalog_changes_of_another_connection(tmp_path: Path) -> None:
+    serving, admin = _open(tmp_path), _open(tmp_path)
+    request = {**SEED_REQUEST, "ip": 7}
+    cursor = admin.cursor()
+    cursor.execute("SET @@execute_mode='online'")
+    cursor.executemany(
+        "INSERT INTO talkingdata VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [(7, 11, 1, 15, 319, SEED_REQUEST["click_time"] - 1000, 0)] * 3)
+    admin.commit()
+    assert serving.cursor().callproc("demo", request).fetchone()[-3:] == (4, 4, 4)
+    cursor.execute("DROP DEPLOYMENT demo")
+    with pytest.raises(CatalogError, match="does not exist"):
+        serving.cursor().callproc("demo", request)  # not the plan made before the drop
+    cursor.execute("DEPLOY demo SELECT ip, count(channel) OVER w AS n FROM talkingdata WINDOW "
+                   "w AS (PARTITION BY ip ORDER BY click_time ROWS BETWEEN 1 PRECEDING AND "
+                   "CURRENT ROW)")
+    reply = serving.cursor().callproc("demo", request)
+    assert [column[0] for column in reply.description] == ["ip", "n"]
+    assert reply.fetchone() == (7, 2)  # the request row and the one stored before it
+
+
 def test_deploy_creates_the_indexes_genddl_suggests_and_is_rerun_safe(tmp_path: Path) -> None:
     conn = _open(tmp_path)
     table = conn.store.table("demo_db", "talkingdata")

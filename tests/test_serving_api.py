@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -21,6 +22,7 @@ from core.registry import ModelVersion, OperatingPoint, Registry, model_metadata
 from features.connection import EmbeddedCursor
 from features.store import feature_sql, init_store
 from serving import create_app
+from serving.metrics import _remembered_pid
 from serving.model import LoadedModel, ModelHolder
 from tests.serving_helpers import (
     ADMIN_TOKEN,
@@ -697,3 +699,15 @@ def test_a_deployment_that_lost_the_models_features_is_a_500_mismatch(
              "is_attributed FROM talkingdata")
     message = _error(client.post("/predict", json=SEED_EVENT), 500)
     assert "no longer outputs the model's feature(s)" in message and "qty" in message
+
+
+def test_the_metrics_pid_is_each_forked_childs_own() -> None:
+    """Multiprocess metrics name their files by this pid, read once rather than per update."""
+    pid = _remembered_pid()
+    assert pid() == os.getpid()
+    child = os.fork()
+    if child == 0:  # the child answers by its exit code, at once
+        os._exit(0 if pid() == os.getpid() != os.getppid() else 1)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert pid() == os.getpid()

@@ -184,12 +184,24 @@ def test_sigterm_stops_the_server(server: Server) -> None:
 
 def test_benchmark_runs_on_a_tiny_store() -> None:
     out: dict[str, Any] = {}
-    results = run_predict_benchmark(out, stored_events=2_000, duration_s=0.3,
-                                    concurrencies=(1, 8), workers=1, request_events=50)
+    results = run_predict_benchmark(out, stored_events=(2_000,), duration_s=1, rounds=2,
+                                    concurrencies=(1, 8), workers=1, request_events=50,
+                                    warmup_s=1)
     assert out["predict"] is results
+    run = results["2000"]
+    assert run["request_events"] == 50
     for concurrency in ("1", "8"):
         for server in ("floor", "predict"):
-            figures = results["concurrency"][concurrency][server]
-            assert figures["requests"] > 0 and figures["failed"] == 0
-            assert 0 < figures["p50_ms"] <= figures["p99_ms"]
-    assert set(results["goals"]) == {"p99_at_c8", "throughput", "no_failed_requests"}
+            figures = run["concurrency"][concurrency][server]
+            assert figures["requests"] > 0 and figures["errors"] == 0
+            assert 0 < figures["p50_ms"] <= figures["p99_ms"] <= figures["p999_ms"]
+            assert 0 < figures["load_generator_cpu_share_of_one_core"] < 1.5
+            assert figures["server_cpu_ms_per_request"] > 0
+            assert figures["other_processes_cpu_cores"] >= 0
+            assert [w["rss_mib"] > w["anon_mib"] > 0 for w in figures["workers"]] == [True]
+        rounds = run["concurrency"][concurrency]["rounds"]
+        assert len(rounds) == 2  # interleaved: the median of two is their mean
+        assert run["concurrency"][concurrency]["ratio_vs_floor"] == pytest.approx(
+            sum(r["ratio_vs_floor"] for r in rounds) / 2, abs=1e-3)
+    assert set(run["goals"]) == {"c8_throughput", "c8_p99", "c1_throughput", "no_errors"}
+    assert run["goals"]["no_errors"] == {"errors": 0, "met": True}
