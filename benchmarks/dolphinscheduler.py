@@ -59,8 +59,6 @@ def _summary(values: list[float]) -> dict[str, float]:
 def run(runs: int = 3, starts: int = 2, synthetic_rows: int = 20_000) -> dict[str, Any]:
     base = ServerSettings.from_env()
     server.check_schema(base.schema)
-    # the jars of the configured var dir, not a fetch into the scratch server's home
-    base = replace(base, libs=server.libs_dir(Settings.from_env().var_dir, base))
     # the gate passes (a handful of holdout installs needs a loose install-loss target)
     workflow_base = replace(WorkflowSettings(), training_hours=96, auc_floor=0.6,
                             max_install_loss=0.25)

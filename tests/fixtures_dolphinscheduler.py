@@ -1,9 +1,10 @@
 """Pytest plugin: a real DolphinScheduler 3.1.1 standalone server for the session.
 
 Started once per session (on first use) on free ports, with its home in the session's tmp dir;
-its jars are fetched once into a cache shared across sessions (``<repo>/var/dolphinscheduler/
-libs``, or ``$FRAUDFLOW_DS_LIBS``). Its tasks see FRAUDFLOW_ADMIN_TOKEN = the serving tests'
-admin token, as an operator's worker would have the real one. Without DolphinScheduler's H2
+its jars are fetched once into the machine's cache shared across sessions and CI runs
+(``~/.cache/fraudflow/dolphinscheduler-3.1.1``, or ``$FRAUDFLOW_DS_LIBS``). Its tasks see
+FRAUDFLOW_ADMIN_TOKEN = the serving tests' admin token, as an operator's worker would have the
+real one. Without DolphinScheduler's H2
 schema (``$FRAUDFLOW_DS_SCHEMA``, default ``../shared/dolphinscheduler/``) the tests that need
 the server are skipped with the one line saying what is missing (they fail instead under
 ``FRAUDFLOW_TEST_REQUIRE_DOLPHINSCHEDULER=1``, as CI runs them).
@@ -66,8 +67,6 @@ def dolphinscheduler(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dolph
         if os.environ.get(REQUIRE_ENV) == "1":  # CI: a missing schema is a failure
             pytest.fail(str(exc))
         pytest.skip(str(exc))
-    libs = settings.libs or REPO / "var" / "dolphinscheduler" / "libs"
-    settings = replace(settings, libs=libs)
     var_dir = tmp_path_factory.mktemp("dolphinscheduler")
     watchdog = _stop_when_gone(os.getpid(), var_dir)
     try:

@@ -29,7 +29,7 @@ class ServerSettings:
     """Where the schema and jars are, and the two ports clients use (REST and gateway)."""
 
     schema: Path = DEFAULT_SCHEMA
-    libs: Path | None = None  # None: <var>/dolphinscheduler/libs
+    libs: Path | None = None  # None: the machine's cache (server.libs_dir)
     rest_port: int = 12345
     gateway_port: int = 25333
     heap_mb: int = 1536

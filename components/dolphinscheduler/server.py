@@ -8,7 +8,7 @@ definition (submit again). Everything lives under ``<var_dir>/dolphinscheduler/`
 ``logs/`` (the server's log and one log per task instance), ``data/`` (task working dirs),
 ``ports.json``, ``server.pid`` and ``server.out`` (the JVM's console, where crashes end up).
 The jars come from Maven Central through ``pom.xml`` beside this module, into
-``$FRAUDFLOW_DS_LIBS`` or ``<var_dir>/dolphinscheduler/libs``.
+``$FRAUDFLOW_DS_LIBS`` or ``~/.cache/fraudflow/dolphinscheduler-3.1.1`` (see `libs_dir`).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import requests
 from components.dolphinscheduler.config import ENV_VARS, ServerSettings
 from components.dolphinscheduler.rest import DolphinSchedulerRest, RestError
 from components.exceptions import DolphinSchedulerError
-from components.maven import fetch_once
+from components.maven import cache_root, fetch_once
 from components.process import (
     HOST,
     accepts,
@@ -110,9 +110,11 @@ def home_dir(var_dir: Path) -> Path:
     return Path(var_dir) / "dolphinscheduler"
 
 
-def libs_dir(var_dir: Path, settings: ServerSettings) -> Path:
-    """The jar cache, absolute: the JVM runs in the server's home, not here."""
-    libs = settings.libs if settings.libs is not None else home_dir(var_dir) / "libs"
+def libs_dir(settings: ServerSettings) -> Path:
+    """The jar cache (absolute: the JVM runs in the server's home): $FRAUDFLOW_DS_LIBS, else
+    one per machine, shared by every var dir, worktree, test session and CI run."""
+    libs = settings.libs if settings.libs is not None else \
+        cache_root() / f"dolphinscheduler-{VERSION}"
     return libs.absolute()
 
 
@@ -126,10 +128,10 @@ def check_schema(schema: Path) -> Path:
     return schema.resolve()
 
 
-def ensure_jars(var_dir: Path, settings: ServerSettings) -> Path:
+def ensure_jars(settings: ServerSettings) -> Path:
     """Fetch the server's jars with Maven unless already there; return the jar directory."""
     parents = sorted((_HERE / "maven-repo").rglob("*.pom"))
-    libs = libs_dir(var_dir, settings)
+    libs = libs_dir(settings)
     return fetch_once(_POM, libs, ["dependency:copy-dependencies", f"-DoutputDirectory={libs}",
                                    "-DincludeScope=runtime"],
                       f"the DolphinScheduler {VERSION} jars", DolphinSchedulerError,
@@ -176,7 +178,7 @@ def start(var_dir: Path, settings: ServerSettings | None = None, timeout: float 
         schema = check_schema(settings.schema)
         ports = _choose_ports(settings, free_ports)
         java_bin = java(_WHAT, DolphinSchedulerError)
-        jars = ensure_jars(var_dir, settings)
+        jars = ensure_jars(settings)
         conf = _write_conf(home, ports, schema, java_bin)
         (home / "ports.json").write_text(json.dumps(asdict(ports)) + "\n")
         log_offset = file_size(home / "logs" / "dolphinscheduler.log")
