@@ -93,6 +93,8 @@ def test_training_on_a_topic_that_is_not_clicks(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FRAUDFLOW_TRAINING_HOURS", "96")
     monkeypatch.setenv("FRAUDFLOW_AUC_FLOOR", "0.6")
+    # the sample's 4-day holdout has a handful of installs: a target they can honour
+    monkeypatch.setenv("FRAUDFLOW_MAX_INSTALL_LOSS", "0.25")
     settings = settings_in(tmp_path).with_overrides(topic=topic)
     producer.produce(producer.file_rows(SAMPLE), kafka_broker.bootstrap_servers, topic,
                      "sample", progress=False)
