@@ -44,7 +44,7 @@ from features.exceptions import (
     StoreUnavailableError,
     UnsupportedStatementError,
 )
-from features.offline import DUCKDB_TYPES, SEQ, OrderKey, build_query, quote
+from features.offline import DUCKDB_TYPES, SEQ, OrderKey, build_query, outfile_of, quote
 from features.online import CLUSTERED_KEY, RequestPlan
 from features.schema import INTEGER_RANGES, Column, Index, TableSchema
 
@@ -667,27 +667,19 @@ class EmbeddedStore:
         return Result(output, rows, len(rows))
 
     def _write_outfile(self, stmt: d.Select, query: str) -> Result:
-        assert stmt.outfile is not None
-        options = {k.lower(): v for k, v in stmt.outfile_options.items()}
-        mode = str(options.get("mode", "error_if_exists")).lower()
-        fmt = str(options.get("format", "csv")).lower()
-        if fmt not in {"csv", "parquet"}:
-            raise UnsupportedStatementError(f"INTO OUTFILE format={fmt!r}")
-        folder = Path(stmt.outfile.removeprefix("file://"))
+        outfile = outfile_of(stmt)
+        folder = Path(outfile.target)
         existing = sorted(folder.glob("part-*")) if folder.exists() else []
-        if existing and mode == "error_if_exists":
+        if existing and outfile.mode == "error_if_exists":
             raise CatalogError(f"INTO OUTFILE: {folder} already has data (mode=error_if_exists)")
-        if mode == "overwrite":
+        if outfile.mode == "overwrite":
             shutil.rmtree(folder, ignore_errors=True)
             existing = []
-        elif mode not in {"append", "error_if_exists"}:
-            raise UnsupportedStatementError(f"INTO OUTFILE mode={mode!r}")
         folder.mkdir(parents=True, exist_ok=True)
-        final = folder / f"part-{len(existing):05d}.{fmt}"
+        final = folder / f"part-{len(existing):05d}.{outfile.file_format}"
         temp = folder / f".{final.name}.tmp"
-        header = str(options.get("header", True)).lower() in {"true", "1"}
-        copy_options = "FORMAT parquet" if fmt == "parquet" else \
-            f"FORMAT csv, HEADER {str(header).lower()}, DELIMITER ','"
+        copy_options = "FORMAT parquet" if outfile.file_format == "parquet" else \
+            f"FORMAT csv, HEADER {str(outfile.header).lower()}, DELIMITER ','"
         try:
             self.duck().execute(f"COPY ({query}) TO '{temp}' ({copy_options})")
         except duckdb.Error as exc:

@@ -209,6 +209,30 @@ class _Translator:
         return distinct_value(arg, self.columns[node.args[0].name])[0]
 
 
+@dataclass(frozen=True)
+class Outfile:
+    """An INTO OUTFILE's target and the options both offline executors take."""
+
+    target: str  # a local folder, or a URL Spark writes to
+    mode: str  # error_if_exists | overwrite | append
+    file_format: str  # csv | parquet
+    header: bool  # csv only
+
+
+def outfile_of(stmt: d.Select) -> Outfile:
+    """The statement's INTO OUTFILE; UnsupportedStatementError for an option it cannot take."""
+    assert stmt.outfile is not None
+    options = {k.lower(): v for k, v in stmt.outfile_options.items()}
+    mode = str(options.get("mode", "error_if_exists")).lower()
+    file_format = str(options.get("format", "csv")).lower()
+    if file_format not in {"csv", "parquet"}:
+        raise UnsupportedStatementError(f"INTO OUTFILE format={file_format!r}")
+    if mode not in {"error_if_exists", "overwrite", "append"}:
+        raise UnsupportedStatementError(f"INTO OUTFILE mode={mode!r}")
+    header = str(options.get("header", True)).lower() in {"true", "1"}
+    return Outfile(stmt.outfile.removeprefix("file://"), mode, file_format, header)
+
+
 def window_argument(node: d.Call) -> str:
     """Window aggregates take a column (the online engine reads it from the index)."""
     if node.distinct:

@@ -22,7 +22,8 @@ import pyarrow.parquet as pq
 from components.exceptions import SparkError
 from components.spark import runtime
 from features import dialect as d
-from features.exceptions import CatalogError, FeatureStoreError, UnsupportedStatementError
+from features.exceptions import CatalogError, FeatureStoreError
+from features.offline import outfile_of
 from features.schema import Column, TableSchema
 
 SPARK_TYPES = {
@@ -110,24 +111,17 @@ def run_select(engine: runtime.BatchEngine, stmt: d.Select, db: str, schema: Tab
 
 def write_outfile(result: Any, stmt: d.Select) -> None:
     """INTO OUTFILE with the options the embedded engine takes (Spark writes the part files)."""
-    assert stmt.outfile is not None
-    options = {k.lower(): v for k, v in stmt.outfile_options.items()}
-    mode = str(options.get("mode", "error_if_exists")).lower()
-    fmt = str(options.get("format", "csv")).lower()
-    if fmt not in {"csv", "parquet"}:
-        raise UnsupportedStatementError(f"INTO OUTFILE format={fmt!r}")
-    if mode not in {"error_if_exists", "overwrite", "append"}:
-        raise UnsupportedStatementError(f"INTO OUTFILE mode={mode!r}")
-    target = stmt.outfile.removeprefix("file://")
+    outfile = outfile_of(stmt)
+    target = outfile.target
     if "://" not in target:  # a local path: checked here, as the embedded engine does
         folder = Path(target).resolve()
-        if mode == "error_if_exists" and folder.exists() and any(folder.glob("part-*")):
+        if outfile.mode == "error_if_exists" and folder.exists() and any(folder.glob("part-*")):
             raise CatalogError(f"INTO OUTFILE: {folder} already has data (mode=error_if_exists)")
         target = str(folder)
-    writer = result.write.mode("overwrite" if mode == "overwrite" else "append").format(fmt)
-    if fmt == "csv":
-        header = str(options.get("header", True)).lower() in {"true", "1"}
-        writer = writer.option("header", str(header).lower())
+    writer = result.write.mode("overwrite" if outfile.mode == "overwrite" else "append") \
+        .format(outfile.file_format)
+    if outfile.file_format == "csv":
+        writer = writer.option("header", str(outfile.header).lower())
     _write(writer, target)
 
 

@@ -13,11 +13,8 @@ the server are skipped with the one line saying what is missing (they fail inste
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import pytest
 
@@ -25,9 +22,9 @@ from components.dolphinscheduler import server
 from components.dolphinscheduler.config import ServerSettings
 from components.exceptions import DolphinSchedulerError
 from core.config import WorkflowSettings
+from tests.component_watchdog import stop_when_gone
 from tests.serving_helpers import ADMIN_TOKEN
 
-REPO = Path(__file__).resolve().parent.parent
 # C1 only: the JIT's second tier costs more CPU at start-up than a test session gains back.
 TEST_JVM_OPTS = ("-XX:TieredStopAtLevel=1",)
 REQUIRE_ENV = "FRAUDFLOW_TEST_REQUIRE_DOLPHINSCHEDULER"
@@ -68,7 +65,7 @@ def dolphinscheduler(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dolph
             pytest.fail(str(exc))
         pytest.skip(str(exc))
     var_dir = tmp_path_factory.mktemp("dolphinscheduler")
-    watchdog = _stop_when_gone(os.getpid(), var_dir)
+    watchdog = stop_when_gone(os.getpid(), var_dir, "components.dolphinscheduler.server")
     try:
         # Jars may need fetching on a fresh machine: that is not counted in start()'s timeout.
         info = server.start(var_dir, settings, timeout=240, free_ports=True,
@@ -81,14 +78,3 @@ def dolphinscheduler(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dolph
         server.stop(var_dir)
         watchdog.terminate()
         watchdog.wait()
-
-
-def _stop_when_gone(pid: int, var_dir: Path) -> subprocess.Popen[bytes]:
-    """Stop the server should this pytest process die without teardown (SIGKILL, CI timeout):
-    the detached JVM would otherwise hold 0.8 GB and a dozen ports."""
-    stop = "import sys; from components.dolphinscheduler.server import stop; stop(sys.argv[1])"
-    script = 'while kill -0 "$1" 2>/dev/null; do sleep 2; done; shift; exec "$@"'
-    return subprocess.Popen(["sh", "-c", script, "sh", str(pid), sys.executable, "-c", stop,
-                             str(var_dir)],
-                            cwd=REPO, start_new_session=True, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -9,8 +9,6 @@ its jars are fetched once into a cache shared across sessions (``<repo>/var/kafk
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,6 +20,7 @@ from kafka.admin import NewTopic
 
 from components.kafka import broker
 from core.ports import free_port
+from tests.component_watchdog import stop_when_gone
 
 REPO = Path(__file__).resolve().parent.parent
 TOPIC_PARTITIONS = 4
@@ -87,7 +86,7 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBrok
         controller_port = free_port()
     kafka = KafkaBroker(bootstrap_servers=f"{broker.HOST}:{port}", var_dir=var_dir, port=port,
                         controller_port=controller_port, libs=libs)
-    watchdog = _stop_when_gone(os.getpid(), var_dir)
+    watchdog = stop_when_gone(os.getpid(), var_dir, "components.kafka.broker")
     try:
         # Jars may need fetching on a fresh machine: that is not counted in start()'s timeout.
         kafka.start()
@@ -96,19 +95,6 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBrok
         broker.stop(var_dir)
         watchdog.terminate()
         watchdog.wait()
-
-
-def _stop_when_gone(pid: int, var_dir: Path) -> subprocess.Popen[bytes]:
-    """Stop the broker should this pytest process die without teardown (SIGKILL, CI timeout).
-
-    Otherwise the detached JVM would outlive the session, holding 0.5 GB and its tmp data dir.
-    """
-    stop = "import sys; from components.kafka.broker import stop; stop(sys.argv[1])"
-    script = 'while kill -0 "$1" 2>/dev/null; do sleep 2; done; shift; exec "$@"'
-    return subprocess.Popen(["sh", "-c", script, "sh", str(pid), sys.executable, "-c", stop,
-                             str(var_dir)],
-                            cwd=REPO, start_new_session=True, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 @pytest.fixture
