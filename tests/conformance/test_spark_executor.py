@@ -62,6 +62,7 @@ def test_cli_offline_select_runs_on_spark(tmp_path: Path,
     monkeypatch.setenv("FRAUDFLOW_STORE_URL", settings.store_url)
     monkeypatch.setenv("FRAUDFLOW_OFFLINE_EXECUTOR", "spark")
     monkeypatch.setenv("FRAUDFLOW_SPARK_MASTER", batch_engine.master)
+    monkeypatch.setattr("core.config._loaded", None)  # settings are read once per process
     result = CliRunner().invoke(main, [
         "sql", "--mode", "offline", "SELECT ip, count(app) OVER w AS n FROM talkingdata "
         "WINDOW w AS (PARTITION BY ip ORDER BY click_time "
