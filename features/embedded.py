@@ -9,7 +9,8 @@ Storage (one directory per store):
   index (a WITHOUT ROWID table keyed by keys, ts, `_seq`) and each batch is inserted grouped
   by key: one B-tree fewer to update per row and neighbouring pages per batch, about a third
   faster than a rowid table with the same index. Other tables keep a rowid table, as SQLite
-  primary keys cannot hold nulls.
+  primary keys cannot hold nulls. Unbounded windows that only count, sum or average read
+  running totals per key instead of their rows (features/totals.py), kept by triggers.
 - `offline/<db>/<table>/part-*.parquet`: offline tables, queried with DuckDB; each part
   carries a `_seq` column so equal timestamps keep their storage order.
 """
@@ -47,6 +48,7 @@ from features.exceptions import (
 from features.offline import DUCKDB_TYPES, SEQ, OrderKey, build_query, outfile_of, quote
 from features.online import CLUSTERED_KEY, RequestPlan
 from features.schema import INTEGER_RANGES, Column, Index, TableSchema
+from features.totals import WindowTotals, windows_totals
 
 _CATALOG_DDL = """
 CREATE TABLE IF NOT EXISTS _catalog (
@@ -323,13 +325,16 @@ class EmbeddedStore:
             fallback = fallback or name
         return fallback
 
-    def _ensure_physical_indexes(self, table: str, select: d.Select,
-                                 schema: TableSchema) -> None:
-        """SQLite indexes for the deployment's windows, each holding the columns its windows
-        aggregate. Every index slows inserts, so unbounded windows share one index when their
-        keys nest (ip ⊂ ip,app ⊂ ip,app,os), and an index that is a prefix of another goes."""
+    def _ensure_physical_indexes(self, table: str, select: d.Select, schema: TableSchema,
+                                 from_totals: set[str]) -> None:
+        """SQLite indexes for the deployment's windows but those answered from totals (by
+        name), each holding the columns its windows aggregate. Every index slows inserts, so
+        unbounded windows share one index when their keys nest (ip ⊂ ip,app ⊂ ip,app,os), and
+        an index that is a prefix of another goes."""
         unbounded: list[d.WindowSpec] = []
         for spec in select.windows.values():
+            if spec.name in from_totals:
+                continue
             covering = _aggregated_columns(select, spec)
             if _needs_order(spec, schema):
                 found = self._physical_for(table, spec.partition_by, spec.order_by, True,
@@ -360,18 +365,61 @@ class EmbeddedStore:
                     for other, cols in indexes.items()):
                 self.db.execute(f"DROP INDEX {quote(name)}")
 
+    def _windows_totals(self, select: d.Select, schema: TableSchema,
+                        table: str) -> dict[str, WindowTotals]:
+        """The running totals each window (by name) can be answered from."""
+        exprs = [item.expr for item in select.items if item.expr is not None]
+        windows = []
+        for spec in select.windows.values():
+            index = next((i for i in schema.indexes if set(i.keys) == set(spec.partition_by)
+                          and i.ts == spec.order_by), None)
+            if index is not None:
+                windows.append((spec, d.calls_over(spec.name, exprs), index))
+        physical = self._physical_indexes(table)
+
+        def ordered_index(keys: Sequence[str], ts: str) -> str | None:
+            """The index ordered by ts after the most leading columns that are all keys."""
+            best, best_width = None, 0
+            for name, columns in physical.items():
+                width = columns.index(ts) if ts in columns else 0
+                if width > best_width and set(columns[:width]) <= set(keys):
+                    best, best_width = name, width
+            return best
+
+        return windows_totals(windows, schema, table, ordered_index)
+
+    def _ensure_totals(self, windows: Iterable[WindowTotals]) -> None:
+        """The totals tables these windows read, made from the rows stored so far, in the
+        deploy's transaction; one that exists has been kept since it was made."""
+        existing = self._sqlite_tables()
+        for window in windows:
+            if window.table.name not in existing:
+                for statement in window.table.create_statements():
+                    self.db.execute(statement)
+                existing.add(window.table.name)
+
+    def _sqlite_tables(self) -> set[str]:
+        return {name for (name,) in self.db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")}
+
     def _request_plan(self, db: str, select: d.Select, schema: TableSchema,
                       output: list[Column]) -> RequestPlan:
         table = _sqlite_table(db, schema.name)
+        existing = self._sqlite_tables()  # a deployment made before totals existed has none
+        totals = {name: window for name, window in
+                  self._windows_totals(select, schema, table).items()
+                  if window.table.name in existing}
         physical = {}
         for spec in select.windows.values():
+            if spec.name in totals:
+                continue
             name = self._physical_for(table, spec.partition_by, spec.order_by,
                                       _needs_order(spec, schema),
                                       _aggregated_columns(select, spec))
             if name is None:
                 raise CatalogError(f"no SQLite index for window {spec.name}; redeploy")
             physical[spec.name] = name
-        return RequestPlan(select, schema, table, output, physical, _CATALOG_VERSION_SQL)
+        return RequestPlan(select, schema, table, output, physical, _CATALOG_VERSION_SQL, totals)
 
     def _drop_table(self, db: str, name: str, if_exists: bool) -> Result:
         if self._catalog_get("table", db, name) is None:
@@ -384,6 +432,11 @@ class EmbeddedStore:
             raise CatalogError(f"table {db}.{name} is used by deployment(s) {', '.join(users)}")
 
         def drop() -> None:
+            # its triggers go with it, the totals tables they kept do not
+            for (totals,) in self.db.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ?",
+                    (_sqlite_table(db, name),)).fetchall():
+                self.db.execute(f"DROP TABLE IF EXISTS {quote(totals)}")
             if self._clustered_key(_sqlite_table(db, name)):
                 self.db.execute("DELETE FROM _row_seq WHERE tbl = ?", (_sqlite_table(db, name),))
             self.db.execute(f"DROP TABLE IF EXISTS {quote(_sqlite_table(db, name))}")
@@ -719,7 +772,10 @@ class EmbeddedStore:
             for table_name, indexes in needed.items():
                 self._ensure_indexes(db, tables[table_name], indexes)
             schema = self.table(db, stmt.select.table)
-            self._ensure_physical_indexes(_sqlite_table(db, schema.name), stmt.select, schema)
+            table = _sqlite_table(db, schema.name)
+            totals = self._windows_totals(stmt.select, schema, table)
+            self._ensure_physical_indexes(table, stmt.select, schema, set(totals))
+            self._ensure_totals(totals.values())
             # Compiling the plan now rejects constructs request mode cannot run here.
             self._request_plan(db, stmt.select, schema, output)
             self._catalog_put("deployment", db, stmt.name, {

@@ -19,6 +19,7 @@ from features.exceptions import CatalogError, UnsupportedStatementError
 from features.functions import AGGREGATES, SCALAR_FUNCTIONS, distinct_value, python_scalar
 from features.offline import quote, window_argument
 from features.schema import Column, Index, TableSchema
+from features.totals import MEASURES_OF, STAR, WindowTotals
 
 # The name under which a clustered table's own key order stands among its SQLite indexes.
 CLUSTERED_KEY = "PRIMARY KEY"
@@ -60,13 +61,16 @@ class RequestPlan:
 
     def __init__(self, select: d.Select, table: TableSchema, sqlite_table: str,
                  output: list[Column], sqlite_indexes: Mapping[str, str],
-                 version_sql: str) -> None:
-        """`sqlite_indexes`: the SQLite index each window (by name) reads."""
+                 version_sql: str, totals: Mapping[str, WindowTotals] | None = None) -> None:
+        """`sqlite_indexes`: the SQLite index each window (by name) reads; `totals`: the
+        running totals a window (by name) reads instead when the request is not older than
+        its key's newest row (features/totals.py)."""
         self.select = select
         self.table = table
         self.sqlite_table = sqlite_table
         self.output = output
         self.sqlite_indexes = sqlite_indexes
+        self.totals = totals or {}
         self.windows = [self._window_query(spec) for spec in select.windows.values()]
         for item in select.items:
             if item.expr is not None:
@@ -88,6 +92,9 @@ class RequestPlan:
         wanted = set(spec.partition_by)
         for index in self.table.indexes:
             if set(index.keys) == wanted and index.ts == spec.order_by:
+                totals = self.totals.get(spec.name)
+                if totals is not None:
+                    return self._totals_sql(spec, index, calls, totals)
                 return self._window_sql(spec, index, calls)
         raise CatalogError(
             f"table {self.table.name!r} has no index KEY=({', '.join(spec.partition_by)}) "
@@ -133,6 +140,48 @@ class RequestPlan:
             rows_sql += f" ORDER BY {ts_col} DESC, _seq DESC LIMIT {int(limit)}"
         return _WindowQuery(spec, index, calls, f"SELECT {', '.join(selects)} FROM ({rows_sql})",
                             (*probes, *key_params, *source_params, *frame_params))
+
+    def _totals_sql(self, spec: d.WindowSpec, index: Index, calls: tuple[d.Call, ...],
+                    totals: WindowTotals) -> _WindowQuery:
+        """The stored aggregates as the key's totals minus the aggregates of its rows newer
+        than the request (at its time too under EXCLUDE CURRENT_TIME): features/totals.py.
+        Each is a scalar subquery of one index seek (cheaper than joining their rows)."""
+        table = totals.table
+        keys = table.keys[:totals.prefix]
+        key_params = tuple(_request_value(k) for k in keys)
+        prefix = " AND ".join(f"{quote(k)} = {table.key_value(k, '?')}" for k in keys)
+        after = ">=" if spec.exclude_current_time else ">"
+        # IS matches a null key too; = where there can be none
+        newer = " AND ".join([*(f"{quote(k)} {'IS' if k in table.nullable else '='} ?"
+                                for k in keys), f"{quote(spec.order_by)} {after} ?"])
+        source = f"{quote(self.sqlite_table)} " + (
+            "NOT INDEXED" if totals.newer_index == CLUSTERED_KEY
+            else f"INDEXED BY {quote(totals.newer_index)}")
+        params: list[_Param] = []
+
+        def of_totals(function: str, column: str) -> str:
+            params.extend(key_params)
+            return f"(SELECT sum({table.measure(function, column)}) FROM {quote(table.name)} " \
+                   f"WHERE {prefix})"
+
+        def of_newer(function: str, column: str) -> str:
+            params.extend((*key_params, _request_value(spec.order_by)))
+            aggregate = "count(*)" if column == STAR else f"{function}({quote(column)})"
+            return f"(SELECT {aggregate} FROM {source} WHERE {newer})"
+
+        values = []
+        for call in calls:
+            column = STAR if call.star else call.args[0].name  # type: ignore[union-attr]
+            for function in MEASURES_OF[call.name]:
+                count = f"(coalesce({of_totals('count', column)}, 0) - " \
+                        f"{of_newer('count', column)})"
+                if function == "count":
+                    values.append(count)
+                else:  # a sum over no value is NULL
+                    values.append(f"CASE WHEN {count} = 0 THEN NULL ELSE "
+                                  f"{of_totals(function, column)} - "
+                                  f"coalesce({of_newer(function, column)}, 0) END")
+        return _WindowQuery(spec, index, calls, f"SELECT {', '.join(values)}", tuple(params))
 
     def _visible_rows(self, index: Index, sqlite_index: str, columns: list[str],
                       key_filters: list[str]) -> tuple[str, list[_Param]]:

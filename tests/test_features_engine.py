@@ -152,6 +152,91 @@ def test_property_streams_online_equal_offline(tmp_path_factory: pytest.TempPath
     _stream_and_compare(conn, "d", "events", rows, csv_path)
 
 
+# Unbounded windows answered from running totals (features/totals.py): nested keys share one
+# totals table, ROWS and ROWS_RANGE, EXCLUDE CURRENT_TIME, count(*), NULL values and keys.
+TOTALS_SQL = """SELECT k1, k2, count(*) OVER w1 AS n1, count(v) OVER w1 AS c1,
+  sum(v) OVER w1 AS s1, avg(v) OVER w1 AS a1, count(w) OVER w2 AS c2, sum(v) OVER w2 AS s2,
+  count(v) OVER w3 AS c3, avg(v) OVER w3 AS a3{twin}
+FROM events WINDOW
+  w1 AS (PARTITION BY k1, k2 ORDER BY ts ROWS_RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW),
+  w2 AS (PARTITION BY k1 ORDER BY ts ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW),
+  w3 AS (PARTITION BY k2, k1 ORDER BY ts ROWS_RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
+         EXCLUDE CURRENT_TIME)"""
+# min() is not kept in totals: the twin deployment reads every window's rows
+TOTALS_TWIN = ", min(v) OVER w1 AS m1, min(v) OVER w2 AS m2, min(v) OVER w3 AS m3"
+_totals_event = st.tuples(
+    st.sampled_from([1, 1, 1, 2, 3, None]),  # k1 (NULL only where the layout allows it)
+    st.sampled_from([0, 0, 1, 2, None]),  # k2
+    st.one_of(st.none(), st.integers(-5, 5)),  # v
+    st.one_of(st.none(), st.floats(-10, 10, allow_nan=False)),  # w
+    st.sampled_from([0, 0, 1, 999, _HOUR, 86_400_000]),
+)
+
+
+@pytest.mark.parametrize("layout", list(PROPERTY_TABLES))
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(events=st.lists(_totals_event, min_size=1, max_size=40), data=st.data())
+def test_property_running_totals_equal_reading_the_rows(
+        tmp_path_factory: pytest.TempPathFactory, layout: str, events: list[tuple],
+        data: st.DataObject) -> None:
+    """Rows stored before DEPLOY (totals made from them) and after (kept by the trigger);
+    requests at any time, older than stored rows too: the same features as the twin
+    deployment, which reads the rows."""
+    root = tmp_path_factory.mktemp("totals")
+    conn = features.connect_embedded(f"embedded://{root / 'store'}", "db")
+    cursor = conn.cursor()
+    cursor.execute("CREATE DATABASE db")
+    cursor.execute("USE db")
+    cursor.execute(PROPERTY_TABLES[layout])
+    cursor.execute("SET @@execute_mode='online'")
+    rows, ts = [], _BASE
+    for k1, k2, v, w, gap in events:
+        ts += gap
+        rows.append((1 if k1 is None and layout == "clustered" else k1, k2, v, w, ts))
+    rows = data.draw(st.permutations(rows))  # stored out of time order too
+    before = data.draw(st.integers(0, len(rows)))
+    insert = "INSERT INTO events VALUES (?, ?, ?, ?, ?)"
+    if before:
+        cursor.executemany(insert, rows[:before])
+        conn.commit()
+    cursor.execute(f"DEPLOY totals {TOTALS_SQL.format(twin='')}")
+    cursor.execute(f"DEPLOY twin {TOTALS_SQL.format(twin=TOTALS_TWIN)}")
+    assert set(conn.store._plan("db", "totals")[0].totals) == {"w1", "w2", "w3"}
+    assert not conn.store._plan("db", "twin")[0].totals
+    if rows[before:]:
+        cursor.executemany(insert, rows[before:])
+        conn.commit()
+    times = sorted({r[4] for r in rows})
+    requests = data.draw(st.lists(st.tuples(
+        st.sampled_from([r[0] for r in rows]), st.sampled_from([r[1] for r in rows]),
+        st.one_of(st.none(), st.integers(-5, 5)), st.none(),
+        st.sampled_from([times[0] - 1, *times, times[-1] + 1])), min_size=1, max_size=10))
+    for request in requests:
+        totals = cursor.callproc("totals", request).fetchone()
+        twin = cursor.callproc("twin", request).fetchone()
+        assert totals is not None and twin is not None
+        assert totals == twin[:len(totals)], (request, rows)
+
+
+def test_dropping_a_table_drops_its_totals(tmp_path: Path) -> None:
+    conn = features.connect(f"embedded://{tmp_path}", "db")
+    cursor = conn.cursor()
+    cursor.execute("CREATE DATABASE db")
+    cursor.execute("USE db")
+    for rows in ([(1, 1, 1, 0.0, _BASE)] * 3, []):
+        cursor.execute(PROPERTY_TABLES["clustered"])
+        cursor.execute(f"DEPLOY totals {TOTALS_SQL.format(twin='')}")
+        cursor.execute("SET @@execute_mode='online'")
+        if rows:
+            cursor.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?)", rows)
+            conn.commit()
+        request = (1, 1, 1, 0.0, _BASE + 1)
+        assert cursor.callproc("totals", request).fetchone()[2] == len(rows) + 1  # n1
+        cursor.execute("DROP DEPLOYMENT totals")
+        cursor.execute("DROP TABLE events")
+
+
 @pytest.mark.parametrize("layout", list(PROPERTY_TABLES))
 def test_one_batch_keeps_arrival_order_for_equal_timestamps(tmp_path: Path,
                                                             layout: str) -> None:

@@ -107,6 +107,22 @@ CORPUS |= {
                EXCLUDE CURRENT_TIME),
         w5 AS (PARTITION BY k1, k3 ORDER BY ts ROWS_RANGE BETWEEN 1d PRECEDING AND CURRENT ROW
                MAXSIZE 10)""",
+    # count, sum and avg over unbounded windows are answered from running totals
+    # (features/totals.py): nested keys share one table, a string key can be NULL
+    "unbounded windows from running totals": """SELECT rid, count(*) OVER w1 AS n1,
+        count(i16) OVER w1 AS c1, sum(i32) OVER w1 AS s1, avg(i64) OVER w1 AS a1,
+        count(x) OVER w1 AS cx1, count(s) OVER w1 AS cs1,
+        count(*) OVER w2 AS n2, sum(i64) OVER w2 AS s2, avg(i16) OVER w2 AS a2,
+        count(b) OVER w2 AS cb2, count(f) OVER w3 AS cf3, sum(i16) OVER w3 AS s3,
+        avg(i32) OVER w3 AS a3, count(*) OVER w4 AS n4, sum(i32) OVER w4 AS s4
+        FROM events WINDOW
+        w1 AS (PARTITION BY k1 ORDER BY ts ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW),
+        w2 AS (PARTITION BY k1, k2 ORDER BY ts
+               ROWS_RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW),
+        w3 AS (PARTITION BY k2, k1 ORDER BY ts
+               ROWS_RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW EXCLUDE CURRENT_TIME),
+        w4 AS (PARTITION BY k1, k3 ORDER BY ts
+               ROWS_RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)""",
     "expressions over window aggregates": """SELECT rid,
         count(i32) OVER w + 1 AS c_plus, sum(i64) OVER w - i64 AS others,
         max(x) OVER w - min(x) OVER w AS spread, sum(x) OVER w / count(x) OVER w AS mean,
