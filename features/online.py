@@ -75,11 +75,27 @@ class RequestPlan:
         for item in select.items:
             if item.expr is not None:
                 _check_request_expr(item.expr, select.windows)
-        self.sql = "SELECT * FROM " + ", ".join(
-            [f"({version_sql})", *(f"({window.sql})" for window in self.windows)])
-        self.params = tuple(p for window in self.windows for p in window.params)
+        self.sql, self.params = self._statement(version_sql)
         self._aggregates = self._result_positions()
         self._outputs = self._compile_outputs()
+
+    def _statement(self, version_sql: str) -> tuple[str, tuple[_Param, ...]]:
+        """One statement of the version and every window's stored aggregates, in order: a
+        window of one value as a scalar subquery (a third cheaper than joining one-row
+        subqueries), a window of several as a subquery in FROM."""
+        items, joined = [f"({version_sql})"], []
+        select_params: list[_Param] = []
+        from_params: list[_Param] = []
+        for i, window in enumerate(self.windows):
+            if sum(len(_STORED_AGGREGATES[call.name]) for call in window.calls) == 1:
+                items.append(f"({window.sql})")
+                select_params.extend(window.params)
+            else:
+                items.append(f"_w{i}.*")
+                joined.append(f"({window.sql}) AS _w{i}")
+                from_params.extend(window.params)
+        sql = f"SELECT {', '.join(items)}" + (f" FROM {', '.join(joined)}" if joined else "")
+        return sql, (*select_params, *from_params)  # in the order of their placeholders
 
     def _window_query(self, spec: d.WindowSpec) -> _WindowQuery:
         calls = tuple(d.calls_over(spec.name, [i.expr for i in self.select.items if i.expr]))
