@@ -159,44 +159,69 @@ class RequestPlan:
 
     def _totals_sql(self, spec: d.WindowSpec, index: Index, calls: tuple[d.Call, ...],
                     totals: WindowTotals) -> _WindowQuery:
-        """The stored aggregates as the key's totals minus the aggregates of its rows newer
-        than the request (at its time too under EXCLUDE CURRENT_TIME): features/totals.py.
-        Each is a scalar subquery of one index seek (cheaper than joining their rows)."""
+        """The stored aggregates from the key's totals (features/totals.py): the totals alone
+        when no row of the key is newer than the request (the online case), else whichever
+        reads fewer of the key's rows by its time span: its rows up to the request, or the
+        totals minus its rows after it (at its time too under EXCLUDE CURRENT_TIME). Each
+        part is a scalar subquery; SQLite evaluates only the CASE branch taken."""
         table = totals.table
         keys = table.keys[:totals.prefix]
         key_params = tuple(_request_value(k) for k in keys)
-        prefix = " AND ".join(f"{quote(k)} = {table.key_value(k, '?')}" for k in keys)
-        after = ">=" if spec.exclude_current_time else ">"
+        ts, request_ts = quote(spec.order_by), _request_value(spec.order_by)
+        of_key = " AND ".join(f"{quote(k)} = {table.key_value(k, '?')}" for k in keys)
         # IS matches a null key too; = where there can be none
-        newer = " AND ".join([*(f"{quote(k)} {'IS' if k in table.nullable else '='} ?"
-                                for k in keys), f"{quote(spec.order_by)} {after} ?"])
+        rows_of_key = " AND ".join(f"{quote(k)} {'IS' if k in table.nullable else '='} ?"
+                                   for k in keys)
         source = f"{quote(self.sqlite_table)} " + (
             "NOT INDEXED" if totals.newer_index == CLUSTERED_KEY
             else f"INDEXED BY {quote(totals.newer_index)}")
         params: list[_Param] = []
+        before, after = ("<", ">=") if spec.exclude_current_time else ("<=", ">")
 
-        def of_totals(function: str, column: str) -> str:
+        def of_totals(expression: str) -> str:
             params.extend(key_params)
-            return f"(SELECT sum({table.measure(function, column)}) FROM {quote(table.name)} " \
-                   f"WHERE {prefix})"
+            return f"(SELECT {expression} FROM {quote(table.name)} WHERE {of_key})"
 
-        def of_newer(function: str, column: str) -> str:
-            params.extend((*key_params, _request_value(spec.order_by)))
+        def of_rows(function: str, column: str, older: bool) -> str:
+            """Over the key's rows up to the request (older) or after it, within the key's
+            own time span, so a hot first key's other rows are skipped by the index."""
+            params.extend(key_params)
             aggregate = "count(*)" if column == STAR else f"{function}({quote(column)})"
-            return f"(SELECT {aggregate} FROM {source} WHERE {newer})"
+            if older:
+                frame = f"{ts} >= {of_totals('min(_min_ts)')} AND {ts} {before} ?"
+                params.append(request_ts)
+            else:
+                params.append(request_ts)
+                frame = f"{ts} {after} ? AND {ts} <= {of_totals('max(_max_ts)')}"
+            return f"(SELECT {aggregate} FROM {source} WHERE {rows_of_key} AND {frame})"
 
-        values = []
+        no_newer = ">" if spec.exclude_current_time else ">="
+
+        def case(function: str, column: str) -> str:
+            """One stored aggregate (a sum over no value is NULL); the helpers add their
+            parameters as called, so each piece is built in the order of the text."""
+            params.append(request_ts)
+            sql = f"CASE WHEN ? {no_newer} {of_totals('max(_max_ts)')} THEN "
+            sql += of_totals(f"sum({table.measure(function, column)})") if function != "count" \
+                else of_totals(f"coalesce(sum({table.measure('count', column)}), 0)")
+            params.append(request_ts)
+            sql += f" WHEN ? - {of_totals('min(_min_ts)')} <= {of_totals('max(_max_ts)')} - ? "
+            params.append(request_ts)
+            sql += f"THEN {of_rows(function, column, older=True)} ELSE "
+            count = f"coalesce(sum({table.measure('count', column)}), 0)"
+            if function == "count":
+                sql += f"{of_totals(count)} - {of_rows('count', column, older=False)}"
+            else:
+                sql += (f"CASE WHEN {of_totals(count)} - "
+                        f"{of_rows('count', column, older=False)} = 0 THEN NULL ELSE "
+                        f"{of_totals(f'sum({table.measure(function, column)})')} - "
+                        f"coalesce({of_rows(function, column, older=False)}, 0) END")
+            return sql + " END"
+
+        values: list[str] = []
         for call in calls:
             column = STAR if call.star else call.args[0].name  # type: ignore[union-attr]
-            for function in MEASURES_OF[call.name]:
-                count = f"(coalesce({of_totals('count', column)}, 0) - " \
-                        f"{of_newer('count', column)})"
-                if function == "count":
-                    values.append(count)
-                else:  # a sum over no value is NULL
-                    values.append(f"CASE WHEN {count} = 0 THEN NULL ELSE "
-                                  f"{of_totals(function, column)} - "
-                                  f"coalesce({of_newer(function, column)}, 0) END")
+            values.extend(case(function, column) for function in MEASURES_OF[call.name])
         return _WindowQuery(spec, index, calls, f"SELECT {', '.join(values)}", tuple(params))
 
     def _visible_rows(self, index: Index, sqlite_index: str, columns: list[str],

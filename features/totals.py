@@ -39,10 +39,12 @@ NULL_KEY = "X''"
 
 @dataclass(frozen=True)
 class TotalsTable:
-    """Per key of `keys`, the measures of all rows of SQLite table `table`."""
+    """Per key of `keys`, the measures of all rows of SQLite table `table` that have a time
+    (a row without one is in no window), and the key's first and last time."""
 
     table: str
     keys: tuple[str, ...]  # in key order: each window reading it has a prefix of them
+    ts: str
     nullable: tuple[str, ...]  # the keys that can be NULL
     measures: tuple[tuple[str, str], ...]  # (count|sum, column or STAR)
 
@@ -50,7 +52,7 @@ class TotalsTable:
     def name(self) -> str:
         """The totals table's name, also its trigger's."""
         measures = ",".join(f"{f}({c})" for f, c in self.measures)
-        return f"{self.table}:totals:{'_'.join(self.keys)}:{measures}"
+        return f"{self.table}:totals:{'_'.join(self.keys)}@{self.ts}:{measures}"
 
     @staticmethod
     def measure(function: str, column: str) -> str:
@@ -63,23 +65,26 @@ class TotalsTable:
     def create_statements(self) -> list[str]:
         """The totals table, filled from the rows already stored, and the trigger that keeps
         it."""
-        name, table = quote(self.name), quote(self.table)
+        name, table, ts = quote(self.name), quote(self.table), quote(self.ts)
         keys = ", ".join(quote(k) for k in self.keys)
         measures = [self.measure(f, c) for f, c in self.measures]
-        names = ", ".join([keys, *measures])
+        names = ", ".join([keys, "_min_ts", "_max_ts", *measures])
         of_rows = ["count(*)" if c == STAR else f"{f}({quote(c)})" for f, c in self.measures]
         key_values = [self.key_value(k, quote(k)) for k in self.keys]
         new_keys = [self.key_value(k, f"NEW.{quote(k)}") for k in self.keys]
-        merged = ", ".join(f"{m} = {_merge(f, m)}" for (f, _), m in zip(
-            self.measures, measures, strict=True))
+        merged = ", ".join([
+            "_min_ts = min(_min_ts, excluded._min_ts)", "_max_ts = max(_max_ts, excluded._max_ts)",
+            *(f"{m} = {_merge(f, m)}" for (f, _), m in zip(self.measures, measures,
+                                                          strict=True))])
         return [
             # keys without a type: values are stored as they are, the NULL stand-in included
-            f"CREATE TABLE {name} ({keys}, {', '.join(f'{m} INTEGER' for m in measures)}, "
-            f"PRIMARY KEY ({keys})) WITHOUT ROWID",
-            f"INSERT INTO {name} ({names}) SELECT {', '.join(key_values)}, "
-            f"{', '.join(of_rows)} FROM {table} GROUP BY {', '.join(key_values)}",
-            f"CREATE TRIGGER {name} AFTER INSERT ON {table} BEGIN "
-            f"INSERT INTO {name} ({names}) VALUES ({', '.join(new_keys)}, "
+            f"CREATE TABLE {name} ({keys}, _min_ts INTEGER, _max_ts INTEGER, "
+            f"{', '.join(f'{m} INTEGER' for m in measures)}, PRIMARY KEY ({keys})) WITHOUT ROWID",
+            f"INSERT INTO {name} ({names}) SELECT {', '.join(key_values)}, min({ts}), "
+            f"max({ts}), {', '.join(of_rows)} FROM {table} WHERE {ts} IS NOT NULL "
+            f"GROUP BY {', '.join(key_values)}",
+            f"CREATE TRIGGER {name} AFTER INSERT ON {table} WHEN NEW.{ts} IS NOT NULL BEGIN "
+            f"INSERT INTO {name} ({names}) VALUES ({', '.join(new_keys)}, NEW.{ts}, NEW.{ts}, "
             f"{', '.join(_one_row(f, c) for f, c in self.measures)}) "
             f"ON CONFLICT ({keys}) DO UPDATE SET {merged}; END",
         ]
@@ -141,7 +146,8 @@ def windows_totals(windows: Sequence[tuple[d.WindowSpec, Sequence[d.Call], Index
         groups[group].extend(m for m in measures if m not in groups[group])
         placed[spec.name] = (group, len(wanted), newer)
     tables = {group: TotalsTable(
-        sqlite_table, group[0], tuple(k for k in group[0] if not schema.column(k).not_null),
+        sqlite_table, group[0], group[1],
+        tuple(k for k in group[0] if not schema.column(k).not_null),
         (("count", STAR), *sorted(m for m in measures if m != ("count", STAR))))
         for group, measures in groups.items()}
     return {name: WindowTotals(tables[group], prefix, newer)
