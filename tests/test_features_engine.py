@@ -66,6 +66,14 @@ def _stream_and_compare(conn: Any, deployment: str, table: str, rows: list[tuple
     return len(online)
 
 
+def _fresh_database(root: Path) -> features.EmbeddedConnection:
+    """A connection to a new embedded store at root, with database `db` created and used."""
+    conn = features.connect_embedded(f"embedded://{root}", "db")
+    conn.cursor().execute("CREATE DATABASE db")
+    conn.cursor().execute("USE db")
+    return conn
+
+
 def _same_row(online: tuple, offline: tuple) -> bool:
     """Equal, except that sums of doubles may differ in the last bits: the engines add the
     same values in different orders."""
@@ -133,10 +141,8 @@ def test_property_streams_online_equal_offline(tmp_path_factory: pytest.TempPath
     if order_key == "fallback plan":  # the plan for time spans × row counts over 63 bits
         monkeypatch.setattr(EmbeddedStore, "_order_keys", lambda *_: {})
     root = tmp_path_factory.mktemp("prop")
-    conn = features.connect(f"embedded://{root / 'store'}", "db")
+    conn = _fresh_database(root / "store")
     cursor = conn.cursor()
-    cursor.execute("CREATE DATABASE db")
-    cursor.execute("USE db")
     cursor.execute(PROPERTY_TABLES[layout])
     cursor.execute(f"DEPLOY d {PROPERTY_SQL}")
     # time order with many equal timestamps; each gap an offset from the strategy
@@ -184,10 +190,8 @@ def test_property_running_totals_equal_reading_the_rows(
     requests at any time (newer than every row, older than every row, between: each way
     of reading totals): the same features as the twin deployment, which reads the rows."""
     root = tmp_path_factory.mktemp("totals")
-    conn = features.connect_embedded(f"embedded://{root / 'store'}", "db")
+    conn = _fresh_database(root / "store")
     cursor = conn.cursor()
-    cursor.execute("CREATE DATABASE db")
-    cursor.execute("USE db")
     cursor.execute(PROPERTY_TABLES[layout])
     cursor.execute("SET @@execute_mode='online'")
     rows, ts = [], _BASE
@@ -223,10 +227,8 @@ def test_property_running_totals_equal_reading_the_rows(
 
 
 def test_dropping_a_table_drops_its_totals(tmp_path: Path) -> None:
-    conn = features.connect(f"embedded://{tmp_path}", "db")
+    conn = _fresh_database(tmp_path)
     cursor = conn.cursor()
-    cursor.execute("CREATE DATABASE db")
-    cursor.execute("USE db")
     for rows in ([(1, 1, 1, 0.0, _BASE)] * 3, []):
         cursor.execute(PROPERTY_TABLES["clustered"])
         cursor.execute(f"DEPLOY totals {TOTALS_SQL.format(twin='')}")
@@ -235,7 +237,8 @@ def test_dropping_a_table_drops_its_totals(tmp_path: Path) -> None:
             cursor.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?)", rows)
             conn.commit()
         request = (1, 1, 1, 0.0, _BASE + 1)
-        assert cursor.callproc("totals", request).fetchone()[2] == len(rows) + 1  # n1
+        features_row = cursor.callproc("totals", request).fetchone()
+        assert features_row is not None and features_row[2] == len(rows) + 1  # n1
         cursor.execute("DROP DEPLOYMENT totals")
         cursor.execute("DROP TABLE events")
 

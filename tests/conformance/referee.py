@@ -15,9 +15,11 @@ answer cannot depend on that order; the analysis below says which cells those ar
 Order-free cells must be equal, value and type. Order-dependent cells are compared as
 multisets per column within each tie group (rows of one partition with one timestamp). That
 multiset is fixed whatever the order only for counts of rows (count(*), count(col) where no
-tied row has a NULL col): tied rows see frames of 1, 2, … k of them. Those must be equal; for
-other aggregates (a running sum over tied rows depends on which comes first) the agreement is
-measured and reported, not required.
+tied row has a NULL col): tied rows see frames of 1, 2, … k of them. (A row alone in its
+group, order-dependent through a count-limited frame that keeps one of some tied earlier
+rows, keeps a fixed count(*) but not a fixed count(col): those rows' col may be NULL.) Those
+must be equal; for other aggregates (a running sum over tied rows depends on which comes
+first) the agreement is measured and reported, not required.
 """
 
 from __future__ import annotations
@@ -346,7 +348,10 @@ def _compare_rows(comparison: Comparison, ours: Sequence[tuple[Any, ...]],
     for (name, group), (a_values, b_values, rids) in tie_values.items():
         equal = _multiset(a_values) == _multiset(b_values)
         column = counted.get(name)
-        fixed = column == "*" or (column is not None and frame[column].iloc[rids].notna().all())
+        # A lone row here is order-dependent only through its count-limited frame: which of
+        # some tied earlier rows it keeps. Their count is fixed, their NULLs are not.
+        fixed = column == "*" or (column is not None and len(rids) > 1
+                                  and frame[column].iloc[rids].notna().all())
         if not fixed:
             comparison.order_sensitive_groups += 1
             comparison.order_sensitive_groups_equal += equal
