@@ -173,8 +173,8 @@ class RequestPlan:
         rows_of_key = " AND ".join(f"{quote(k)} {'IS' if k in table.nullable else '='} ?"
                                    for k in keys)
         source = f"{quote(self.sqlite_table)} " + (
-            "NOT INDEXED" if totals.newer_index == CLUSTERED_KEY
-            else f"INDEXED BY {quote(totals.newer_index)}")
+            "NOT INDEXED" if totals.rows_index == CLUSTERED_KEY
+            else f"INDEXED BY {quote(totals.rows_index)}")
         params: list[_Param] = []
         before, after = ("<", ">=") if spec.exclude_current_time else ("<=", ">")
 

@@ -3,9 +3,11 @@
 An UNBOUNDED PRECEDING window over an index that keeps every row aggregates all stored rows of
 its key up to the request's time. Counting them costs one step per row, and a hot (ip, app) key
 of a 10M-row table has tens of thousands. So the embedded engine keeps, per key, the count (and
-sum) of all its rows, and answers a window as the totals minus the rows newer than the request,
-read through an index ordered by time: none in the online case, where a click is scored as it
-happens. OpenMLDB pre-aggregates long windows for the same reason (DEPLOY's `long_windows`).
+sum) of all its rows and their first and last time. A request not older than the key's last
+row (the online case: a click is scored as it happens) reads the totals alone; an older one
+reads the nearer side of the key's time span through an index ordered by time: the rows up to
+the request, or the totals minus the rows after it. OpenMLDB pre-aggregates long windows for
+the same reason (DEPLOY's `long_windows`).
 
 Windows whose keys nest (ip, app ⊂ ip, app, os) share one totals table, keyed by the widest:
 a narrower window sums the rows of its key prefix. One table costs inserts about as much as
@@ -13,8 +15,9 @@ the covering index these windows would otherwise need, and they need none.
 
 Exactness: a trigger updates the totals inside the transaction of the rows it counts, so one
 statement reads rows and totals from one snapshot. Only count, sum and avg (over integer
-columns, whose sums do not depend on the order of addition) are kept: they subtract. Rows of
-such a table are never deleted (`expire` keeps every row while any index keeps every row).
+columns, whose sums do not depend on the order of addition) are kept: they subtract. Rows
+without a time are in no window and in no totals. Rows of such a table are never deleted
+(`expire` keeps every row while any index keeps every row).
 """
 
 from __future__ import annotations
@@ -105,12 +108,12 @@ def _merge(function: str, current: str) -> str:
 
 @dataclass(frozen=True)
 class WindowTotals:
-    """How a window reads totals: the first `prefix` keys of `table` are its keys; the rows
-    newer than a request are read through SQLite index `newer_index`, ordered by ts."""
+    """How a window reads totals: the first `prefix` keys of `table` are its keys; its rows
+    before or after a request are read through SQLite index `rows_index`, ordered by ts."""
 
     table: TotalsTable
     prefix: int
-    newer_index: str
+    rows_index: str
 
 
 def windows_totals(windows: Sequence[tuple[d.WindowSpec, Sequence[d.Call], Index]],
