@@ -47,7 +47,7 @@ from features.exceptions import (
 )
 from features.offline import DUCKDB_TYPES, SEQ, OrderKey, build_query, outfile_of, quote
 from features.online import CLUSTERED_KEY, RequestPlan
-from features.schema import INTEGER_RANGES, Column, Index, TableSchema
+from features.schema import INTEGER_RANGES, Column, Index, TableSchema, nesting_order
 from features.totals import WindowTotals, windows_totals
 
 _CATALOG_DDL = """
@@ -351,11 +351,7 @@ class EmbeddedStore:
             covering = _aggregated_columns(select, spec)
             found = self._physical_for(table, spec.partition_by, spec.order_by, False, covering)
             if found is None or not set(covering) <= set(self._physical_indexes(table)[found]):
-                # lead with the keys most windows share, so smaller key sets are prefixes, then
-                # with the table's first index keys: batches inserted in that order touch
-                # neighbouring pages of this index too
-                keys = sorted(spec.partition_by, key=lambda c: (
-                    -sum(c in k for k in key_sets), c not in schema.indexes[0].keys, c))
+                keys = nesting_order(spec.partition_by, key_sets, schema.indexes[0].keys)
                 self._create_physical(table, [*keys, spec.order_by,
                                               *(c for c in shared_cover if c not in keys)])
         indexes = self._physical_indexes(table)

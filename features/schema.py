@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from features.exceptions import DataError
@@ -57,6 +58,15 @@ class Index:
         abs_ok = self.ttl_minutes == 0 or (0 < other.ttl_minutes <= self.ttl_minutes)
         lat_ok = self.ttl_latest == 0 or (0 < other.ttl_latest <= self.ttl_latest)
         return abs_ok and lat_ok
+
+
+def nesting_order(keys: Sequence[str], key_sets: Sequence[set[str]],
+                  leading: Sequence[str]) -> tuple[str, ...]:
+    """Keys in the order that lets windows whose keys nest read a prefix: those most of
+    `key_sets` share first, then the table's first index keys (`leading`: batches are
+    inserted grouped by them, so they touch neighbouring pages), then by name."""
+    return tuple(sorted(keys, key=lambda c: (-sum(c in k for k in key_sets), c not in leading,
+                                             c)))
 
 
 @dataclass(frozen=True)

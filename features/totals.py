@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from features import dialect as d
 from features.offline import quote
-from features.schema import INTEGER_RANGES, Index, TableSchema
+from features.schema import INTEGER_RANGES, Index, TableSchema, nesting_order
 
 # The window functions answered from totals, by the measures each of the plan's stored
 # aggregates reads (in the order of online._STORED_AGGREGATES).
@@ -141,10 +141,7 @@ def windows_totals(windows: Sequence[tuple[d.WindowSpec, Sequence[d.Call], Index
         group = next((g for g in groups if g[1] == spec.order_by
                       and set(g[0][:len(wanted)]) == wanted), None)
         if group is None:
-            # the keys most windows share first, so narrower windows read a prefix; then the
-            # table's first index keys: inserts come grouped by them (embedded.py)
-            group = (tuple(sorted(wanted, key=lambda c: (
-                -sum(c in k for k in key_sets), c not in leading, c))), spec.order_by)
+            group = (nesting_order(spec.partition_by, key_sets, leading), spec.order_by)
             groups[group] = []
         groups[group].extend(m for m in measures if m not in groups[group])
         placed[spec.name] = (group, len(wanted), newer)
