@@ -999,9 +999,9 @@ def _bind_rows(stmt: d.Insert, rows: Iterable[Sequence[Any]],
 
 
 class _RequestRows:
-    """Reads a table's request rows: a dict by column name in the table's types, DataError if
-    a row does not fit. Integer columns holding ints in range are taken as they are; any other
-    row goes through the checks of inserts."""
+    """Reads a table's request rows: their values in table order and the table's types,
+    DataError if a row does not fit. Integer columns holding ints in range are taken as they
+    are; any other row goes through the checks of inserts."""
 
     def __init__(self, schema: TableSchema) -> None:
         self.schema = schema
@@ -1011,7 +1011,7 @@ class _RequestRows:
         self._ranges = [INTEGER_RANGES.get(column.type, (1, 0)) for column in schema.columns]
         self._nullable = [not column.not_null for column in schema.columns]
 
-    def __call__(self, row: Mapping[str, Any] | Sequence[Any]) -> dict[str, Any]:
+    def __call__(self, row: Mapping[str, Any] | Sequence[Any]) -> tuple[Any, ...]:
         names = self.names
         if isinstance(row, Mapping):
             unknown = row.keys() - self._known
@@ -1027,9 +1027,9 @@ class _RequestRows:
                                                 strict=True):
             if not ((type(value) is int and low <= value <= high)
                     or (value is None and nullable)):
-                columns = _validate_columns(self.schema, names, [values])
-                return {name: column[0] for name, column in zip(names, columns, strict=True)}
-        return dict(zip(names, values, strict=True))
+                return tuple(column[0] for column in
+                             _validate_columns(self.schema, names, [values]))
+        return tuple(values)
 
 
 def _validate_columns(schema: TableSchema, names: list[str],

@@ -26,7 +26,7 @@ CLUSTERED_KEY = "PRIMARY KEY"
 
 
 # What each window function needs of the window's stored rows, as SQLite aggregates over them
-# (`?`: the request's value); `_combine` adds the request row.
+# (`{request}`: the request's value); `_combine` adds the request row.
 _STORED_AGGREGATES: dict[str, tuple[str, ...]] = {
     "count": ("count({x})",),
     "sum": ("sum({x})",),
@@ -34,12 +34,12 @@ _STORED_AGGREGATES: dict[str, tuple[str, ...]] = {
     "max": ("max({x})",),
     "avg": ("sum({x})", "count({x})"),
     # over distinct_value() (NULL counts as its type's zero); is the request's value stored?
-    "distinct_count": ("count(DISTINCT {x})", "max({x} = ?)"),
+    "distinct_count": ("count(DISTINCT {x})", "max({x} = {request})"),
 }
-# A parameter of the request statement: its value for (request row, now in epoch ms).
-_Param = Callable[[Mapping[str, Any], int], Any]
+# A request row: its values in the table's column order.
+_Row = Sequence[Any]
 # An output column's value from (request row, the aggregates in the plan's order of calls).
-_Output = Callable[[Mapping[str, Any], Sequence[Any]], Any]
+_Output = Callable[[_Row, Sequence[Any]], Any]
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,6 @@ class _WindowQuery:
     index: Index
     calls: tuple[d.Call, ...]  # the aggregates computed over this window
     sql: str  # one row: per call the aggregates of _STORED_AGGREGATES
-    params: tuple[_Param, ...]  # in the order of their placeholders in `sql`
 
 
 class RequestPlan:
@@ -57,7 +56,11 @@ class RequestPlan:
 
     `version_sql` selects one value (the store's catalog version) in that same statement, so
     the caller can tell whether the catalog it made the plan from is the one the rows were
-    read with."""
+    read with.
+
+    The statement's parameters are numbered: ?1…?n are the request row's n columns in table
+    order and ?n+1 is now (epoch ms), so a value the statement reads many times (the key, the
+    time) is bound once, and the request row's values are the parameters as they are."""
 
     def __init__(self, select: d.Select, table: TableSchema, sqlite_table: str,
                  output: list[Column], sqlite_indexes: Mapping[str, str],
@@ -71,31 +74,38 @@ class RequestPlan:
         self.output = output
         self.sqlite_indexes = sqlite_indexes
         self.totals = totals or {}
+        self._positions = {name: i for i, name in enumerate(table.column_names)}
+        self._bound = 0  # the highest parameter number the statement reads
         self.windows = [self._window_query(spec) for spec in select.windows.values()]
         for item in select.items:
             if item.expr is not None:
                 _check_request_expr(item.expr, select.windows)
-        self.sql, self.params = self._statement(version_sql)
+        self.sql = self._statement(version_sql)
         self._aggregates = self._result_positions()
         self._outputs = self._compile_outputs()
 
-    def _statement(self, version_sql: str) -> tuple[str, tuple[_Param, ...]]:
+    def _value(self, column: str) -> str:
+        """The parameter of the request's value of `column`."""
+        number = self._positions[column] + 1
+        self._bound = max(self._bound, number)
+        return f"?{number}"
+
+    def _now_minus(self, amount_ms: int) -> str:
+        self._bound = len(self._positions) + 1
+        return f"(?{self._bound} - {amount_ms})"
+
+    def _statement(self, version_sql: str) -> str:
         """One statement of the version and every window's stored aggregates, in order: a
         window of one value as a scalar subquery (a third cheaper than joining one-row
         subqueries), a window of several as a subquery in FROM."""
         items, joined = [f"({version_sql})"], []
-        select_params: list[_Param] = []
-        from_params: list[_Param] = []
         for i, window in enumerate(self.windows):
             if sum(len(_STORED_AGGREGATES[call.name]) for call in window.calls) == 1:
                 items.append(f"({window.sql})")
-                select_params.extend(window.params)
             else:
                 items.append(f"_w{i}.*")
                 joined.append(f"({window.sql}) AS _w{i}")
-                from_params.extend(window.params)
-        sql = f"SELECT {', '.join(items)}" + (f" FROM {', '.join(joined)}" if joined else "")
-        return sql, (*select_params, *from_params)  # in the order of their placeholders
+        return f"SELECT {', '.join(items)}" + (f" FROM {', '.join(joined)}" if joined else "")
 
     def _window_query(self, spec: d.WindowSpec) -> _WindowQuery:
         calls = tuple(d.calls_over(spec.name, [i.expr for i in self.select.items if i.expr]))
@@ -118,44 +128,34 @@ class RequestPlan:
 
     def _window_sql(self, spec: d.WindowSpec, index: Index,
                     calls: tuple[d.Call, ...]) -> _WindowQuery:
-        ts_col = quote(spec.order_by)
+        ts_col, request_ts = quote(spec.order_by), self._value(spec.order_by)
         selects: list[str] = []
-        probes: list[_Param] = []  # the select list's own parameters come first in the SQL
         for call in calls:
             x = "*" if call.star else quote(call.args[0].name)  # type: ignore[union-attr]
-            probe = None
+            request = ""
             if call.name == "distinct_count":
                 column = self.table.column(call.args[0].name)  # type: ignore[union-attr]
-                x, null_value = distinct_value(x, column)
-                probe = _request_value_or(column.name, null_value)
-            for template in _STORED_AGGREGATES[call.name]:
-                selects.append(template.format(x=x))
-                if "?" in template:
-                    name = call.args[0].name  # type: ignore[union-attr]
-                    probes.append(probe or _request_value(name))
+                x = distinct_value(x, column)[0]
+                request = distinct_value(self._value(column.name), column)[0]
+            selects.extend(template.format(x=x, request=request)
+                           for template in _STORED_AGGREGATES[call.name])
         key_filters: list[str] = []
-        key_params: list[_Param] = []
         for key in spec.partition_by:
             # IS matches a null key too; = where there can be none (the clustered key)
             equals = "=" if self.table.column(key).not_null else "IS"
-            key_filters.append(f"{quote(key)} {equals} ?")
-            key_params.append(_request_value(key))
+            key_filters.append(f"{quote(key)} {equals} {self._value(key)}")
         columns = sorted({c.args[0].name for c in calls if not c.star
                           and isinstance(c.args[0], d.ColumnRef)} | {spec.order_by})
-        source, source_params = self._visible_rows(
-            index, self.sqlite_indexes[spec.name], columns, key_filters)
-        frame = [f"{ts_col} < ?" if spec.exclude_current_time else f"{ts_col} <= ?"]
-        frame_params = [_request_value(spec.order_by)]
+        source = self._visible_rows(index, self.sqlite_indexes[spec.name], columns, key_filters)
+        frame = [f"{ts_col} {'<' if spec.exclude_current_time else '<='} {request_ts}"]
         if spec.frame == "rows_range" and spec.preceding is not None:
-            frame.append(f"{ts_col} >= ?")
-            frame_params.append(_request_value_minus(spec.order_by, spec.preceding))
+            frame.append(f"{ts_col} >= ({request_ts} - {spec.preceding})")
         limit = spec.preceding if spec.frame == "rows" else (
             spec.maxsize - 1 if spec.maxsize is not None else None)
         rows_sql = f"SELECT * FROM {source} WHERE {' AND '.join(frame)}"
         if limit is not None:
             rows_sql += f" ORDER BY {ts_col} DESC, _seq DESC LIMIT {int(limit)}"
-        return _WindowQuery(spec, index, calls, f"SELECT {', '.join(selects)} FROM ({rows_sql})",
-                            (*probes, *key_params, *source_params, *frame_params))
+        return _WindowQuery(spec, index, calls, f"SELECT {', '.join(selects)} FROM ({rows_sql})")
 
     def _totals_sql(self, spec: d.WindowSpec, index: Index, calls: tuple[d.Call, ...],
                     totals: WindowTotals) -> _WindowQuery:
@@ -166,47 +166,39 @@ class RequestPlan:
         part is a scalar subquery; SQLite evaluates only the CASE branch taken."""
         table = totals.table
         keys = table.keys[:totals.prefix]
-        key_params = tuple(_request_value(k) for k in keys)
-        ts, request_ts = quote(spec.order_by), _request_value(spec.order_by)
-        of_key = " AND ".join(f"{quote(k)} = {table.key_value(k, '?')}" for k in keys)
+        ts, request_ts = quote(spec.order_by), self._value(spec.order_by)
+        of_key = " AND ".join(f"{quote(k)} = {table.key_value(k, self._value(k))}"
+                              for k in keys)
         # IS matches a null key too; = where there can be none
-        rows_of_key = " AND ".join(f"{quote(k)} {'IS' if k in table.nullable else '='} ?"
-                                   for k in keys)
+        rows_of_key = " AND ".join(
+            f"{quote(k)} {'IS' if k in table.nullable else '='} {self._value(k)}" for k in keys)
         source = f"{quote(self.sqlite_table)} " + (
             "NOT INDEXED" if totals.rows_index == CLUSTERED_KEY
             else f"INDEXED BY {quote(totals.rows_index)}")
-        params: list[_Param] = []
         before, after = ("<", ">=") if spec.exclude_current_time else ("<=", ">")
 
         def of_totals(expression: str) -> str:
-            params.extend(key_params)
             return f"(SELECT {expression} FROM {quote(table.name)} WHERE {of_key})"
 
         def of_rows(function: str, column: str, older: bool) -> str:
             """Over the key's rows up to the request (older) or after it, within the key's
             own time span, so a hot first key's other rows are skipped by the index."""
-            params.extend(key_params)
             aggregate = "count(*)" if column == STAR else f"{function}({quote(column)})"
             if older:
-                frame = f"{ts} >= {of_totals('min(_min_ts)')} AND {ts} {before} ?"
-                params.append(request_ts)
+                frame = f"{ts} >= {of_totals('min(_min_ts)')} AND {ts} {before} {request_ts}"
             else:
-                params.append(request_ts)
-                frame = f"{ts} {after} ? AND {ts} <= {of_totals('max(_max_ts)')}"
+                frame = f"{ts} {after} {request_ts} AND {ts} <= {of_totals('max(_max_ts)')}"
             return f"(SELECT {aggregate} FROM {source} WHERE {rows_of_key} AND {frame})"
 
         no_newer = ">" if spec.exclude_current_time else ">="
 
         def case(function: str, column: str) -> str:
-            """One stored aggregate (a sum over no value is NULL); the helpers add their
-            parameters as called, so each piece is built in the order of the text."""
-            params.append(request_ts)
-            sql = f"CASE WHEN ? {no_newer} {of_totals('max(_max_ts)')} THEN "
+            """One stored aggregate (a sum over no value is NULL)."""
+            sql = f"CASE WHEN {request_ts} {no_newer} {of_totals('max(_max_ts)')} THEN "
             sql += of_totals(f"sum({table.measure(function, column)})") if function != "count" \
                 else of_totals(f"coalesce(sum({table.measure('count', column)}), 0)")
-            params.append(request_ts)
-            sql += f" WHEN ? - {of_totals('min(_min_ts)')} <= {of_totals('max(_max_ts)')} - ? "
-            params.append(request_ts)
+            sql += (f" WHEN {request_ts} - {of_totals('min(_min_ts)')} <= "
+                    f"{of_totals('max(_max_ts)')} - {request_ts} ")
             sql += f"THEN {of_rows(function, column, older=True)} ELSE "
             count = f"coalesce(sum({table.measure('count', column)}), 0)"
             if function == "count":
@@ -222,12 +214,11 @@ class RequestPlan:
         for call in calls:
             column = STAR if call.star else call.args[0].name  # type: ignore[union-attr]
             values.extend(case(function, column) for function in MEASURES_OF[call.name])
-        return _WindowQuery(spec, index, calls, f"SELECT {', '.join(values)}", tuple(params))
+        return _WindowQuery(spec, index, calls, f"SELECT {', '.join(values)}")
 
     def _visible_rows(self, index: Index, sqlite_index: str, columns: list[str],
-                      key_filters: list[str]) -> tuple[str, list[_Param]]:
-        """The index's rows for the key that its TTL still keeps, as a SQLite subquery, and
-        its parameters after the key filters' (the absolute TTL's bound, from now)."""
+                      key_filters: list[str]) -> str:
+        """The index's rows for the key that its TTL still keeps, as a SQLite subquery."""
         cols = ", ".join([*(quote(c) for c in columns), "_seq"])
         where = " AND ".join(key_filters) or "1"
         # named, so SQLite never picks a worse index for a window than the one made for it
@@ -236,78 +227,64 @@ class RequestPlan:
             "NOT INDEXED" if sqlite_index == CLUSTERED_KEY
             else f"INDEXED BY {quote(sqlite_index)}")
         ts_col = quote(index.ts)
-        abs_keep = f"{ts_col} >= ?" if index.ttl_minutes else None
-        abs_params = [_now_minus(index.ttl_minutes * 60_000)] if index.ttl_minutes else []
+        abs_keep = (f"{ts_col} >= {self._now_minus(index.ttl_minutes * 60_000)}"
+                    if index.ttl_minutes else None)
         if not index.ttl_latest:
             if abs_keep and index.ttl_type in {"absolute", "absorlat", "absandlat"}:
-                return f"(SELECT {cols} FROM {table} WHERE {where} AND {abs_keep})", abs_params
-            return f"(SELECT {cols} FROM {table} WHERE {where})", []
+                return f"(SELECT {cols} FROM {table} WHERE {where} AND {abs_keep})"
+            return f"(SELECT {cols} FROM {table} WHERE {where})"
         ranked = (f"(SELECT {cols}, row_number() OVER (ORDER BY {ts_col} DESC, _seq DESC) "
                   f"AS _rank FROM {table} WHERE {where})")
         latest_keep = f"_rank <= {index.ttl_latest}"
         if abs_keep is None or index.ttl_type == "latest":
-            return f"(SELECT {cols} FROM {ranked} WHERE {latest_keep})", []
+            return f"(SELECT {cols} FROM {ranked} WHERE {latest_keep})"
         if index.ttl_type == "absandlat":  # expires only when both limits are passed
             keep = f"({abs_keep} OR {latest_keep})"
         else:
             keep = f"({abs_keep} AND {latest_keep})"
-        return f"(SELECT {cols} FROM {ranked} WHERE {keep})", abs_params
+        return f"(SELECT {cols} FROM {ranked} WHERE {keep})"
 
-    def _result_positions(self) -> list[tuple[d.Call, int, int]]:
+    def _result_positions(self) -> list[tuple[d.Call, int, int, int | None]]:
         """Each aggregate call with where its stored rows' values are in the statement's row
-        (after the version): from, to."""
+        (after the version), from and to, and its argument's position in the request row
+        (None for `*`)."""
         positions = []
         position = 1
         for window in self.windows:
             for call in window.calls:
                 width = len(_STORED_AGGREGATES[call.name])
-                positions.append((call, position, position + width))
+                argument = None if call.star else \
+                    self._positions[call.args[0].name]  # type: ignore[union-attr]
+                positions.append((call, position, position + width, argument))
                 position += width
         return positions
 
     def _compile_outputs(self) -> list[_Output]:
         """Each output column's value, converted to the column's type."""
-        aggregates = {call: i for i, (call, _, _) in enumerate(self._aggregates)}
+        aggregates = {call: i for i, (call, *_) in enumerate(self._aggregates)}
         values: list[_Output] = []
         for item in self.select.items:
             if item.expr is None:
-                values.extend(_compile(d.ColumnRef(name), aggregates)
+                values.extend(_compile(d.ColumnRef(name), self._positions, aggregates)
                               for name in self.table.column_names)
             else:
-                values.append(_compile(item.expr, aggregates))
+                values.append(_compile(item.expr, self._positions, aggregates))
         return [_converted(value, column.type)
                 for value, column in zip(values, self.output, strict=True)]
 
-    def execute(self, db: sqlite3.Connection, request: Mapping[str, Any],
+    def execute(self, db: sqlite3.Connection, request: tuple[Any, ...],
                 now_ms: int | None = None) -> tuple[Any, tuple[Any, ...]]:
-        """The value of `version_sql` and the output row, read in one statement."""
-        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-        stored = db.execute(self.sql, [param(request, now_ms) for param in self.params]
-                            ).fetchone()
+        """The value of `version_sql` and the output row, read in one statement; `request`:
+        the request row's values in table order."""
+        if self._bound > len(request):  # the statement reads now
+            params = (*request, int(time.time() * 1000) if now_ms is None else now_ms)
+        else:
+            params = request[:self._bound]
+        stored = db.execute(self.sql, params).fetchone()
         values = [_combine(call.name, stored[start:end],
-                           1 if call.star else request[call.args[0].name])  # type: ignore[union-attr]
-                  for call, start, end in self._aggregates]
+                           1 if argument is None else request[argument])
+                  for call, start, end, argument in self._aggregates]
         return stored[0], tuple([output(request, values) for output in self._outputs])
-
-
-def _request_value(column: str) -> _Param:
-    return lambda request, now_ms: request[column]
-
-
-def _request_value_or(column: str, null_value: object) -> _Param:
-    """The request's value, or what a NULL stands for (distinct_count's type zero)."""
-    def value(request: Mapping[str, Any], now_ms: int) -> Any:
-        current = request[column]
-        return null_value if current is None else current
-    return value
-
-
-def _request_value_minus(column: str, amount: int) -> _Param:
-    return lambda request, now_ms: request[column] - amount
-
-
-def _now_minus(amount_ms: int) -> _Param:
-    return lambda request, now_ms: now_ms - amount_ms
 
 
 def _check_request_expr(node: d.Expr, windows: Mapping[str, d.WindowSpec]) -> None:
@@ -355,34 +332,38 @@ def _combine(name: str, stored: Sequence[Any], current: Any) -> Any:
     raise UnsupportedStatementError(f"window function {name}()")
 
 
-def _compile(node: d.Expr, aggregates: Mapping[d.Call, int]) -> _Output:
+def _compile(node: d.Expr, columns: Mapping[str, int],
+             aggregates: Mapping[d.Call, int]) -> _Output:
     """The expression as a function of (request row, aggregate values), built once;
-    `aggregates`: where each window call's value is among them."""
+    `columns`: where each column's value is in the request row, `aggregates`: where each
+    window call's value is among the aggregate values."""
     match node:
         case d.ColumnRef(name):
-            return lambda row, windows: row[name]
+            position = columns[name]
+            return lambda row, windows: row[position]
         case d.Literal(value):
             return lambda row, windows: value
         case d.Call() if node.window is not None:
             position = aggregates[node]
             return lambda row, windows: windows[position]
         case d.Call(name, args):
-            arguments = [_compile(a, aggregates) for a in args]
+            arguments = [_compile(a, columns, aggregates) for a in args]
             return lambda row, windows: python_scalar(name, [a(row, windows) for a in arguments])
         case d.Binary(op, left, right):
-            lhs, rhs = _compile(left, aggregates), _compile(right, aggregates)
+            lhs = _compile(left, columns, aggregates)
+            rhs = _compile(right, columns, aggregates)
             return lambda row, windows: _binary(op, lhs(row, windows), rhs(row, windows))
         case d.Unary("not", operand):
-            inner = _compile(operand, aggregates)
+            inner = _compile(operand, columns, aggregates)
             return lambda row, windows: _not(inner(row, windows))
         case d.Unary(_, operand):
-            inner = _compile(operand, aggregates)
+            inner = _compile(operand, columns, aggregates)
             return lambda row, windows: _negate(inner(row, windows))
         case d.IsNull(operand, negated):
-            inner = _compile(operand, aggregates)
+            inner = _compile(operand, columns, aggregates)
             return lambda row, windows: (inner(row, windows) is None) != negated
         case d.Cast(operand, type_name):
-            return _converted(_compile(operand, aggregates), type_name)
+            return _converted(_compile(operand, columns, aggregates), type_name)
     raise UnsupportedStatementError(f"unsupported expression {node!r}")
 
 
@@ -449,7 +430,7 @@ def _converted(value: _Output, type_name: str) -> _Output:
         return value
     convert = to
 
-    def converted(row: Mapping[str, Any], windows: Sequence[Any]) -> Any:
+    def converted(row: _Row, windows: Sequence[Any]) -> Any:
         result = value(row, windows)
         return None if result is None else convert(result)
 

@@ -25,17 +25,17 @@ import math
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import lru_cache
+from operator import itemgetter
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import lightgbm as lgb
 import numpy as np
-import numpy.typing as npt
 from flask import Flask, current_app
 from lightgbm.basic import _LIB, _safe_call
 
@@ -100,11 +100,21 @@ class SingleRowPredictor:
         self._predict.argtypes = [ctypes.c_void_p, ctypes.c_void_p,
                                   ctypes.POINTER(ctypes.c_int64), ctypes.POINTER(ctypes.c_double)]
         self._predict.restype = ctypes.c_int
+        # the row as the C call reads it, made straight from the values (no numpy array)
+        self._features = booster.num_feature()
+        self._row_type = ctypes.c_double * self._features
 
-    def __call__(self, row: npt.NDArray[np.float64]) -> float:
-        """The score of one row: a C-contiguous float64 vector of every feature."""
+    def __call__(self, values: Sequence[float | None]) -> float:
+        """The score of one row: every feature's value in the model's order (None: missing,
+        which LightGBM reads as NaN, as it does in a batch)."""
+        if len(values) != self._features:  # ctypes would pad a short row with zeros
+            raise ModelMismatch(f"a row of {len(values)} values for a model of "
+                                f"{self._features} features")
+        present = cast(Sequence[float], values) if None not in values else \
+            [math.nan if value is None else value for value in values]
+        row = self._row_type(*present)
         score, length = ctypes.c_double(), ctypes.c_int64()
-        _safe_call(self._predict(self._config, row.ctypes.data, length, score))
+        _safe_call(self._predict(self._config, row, length, score))
         return score.value
 
 
@@ -129,18 +139,19 @@ class LoadedModel:
     def __post_init__(self) -> None:
         object.__setattr__(self, "score_one", SingleRowPredictor(self.booster))
 
-    def matrix(self, features: FeatureRows) -> npt.NDArray[np.float64]:
-        """The deployment's rows as the model's input: its features in its order."""
-        positions = feature_positions(features.names, self.feature_names)
-        return np.array([[row[i] for i in positions] for row in features.rows],
-                        dtype=np.float64)
+    def inputs(self, features: FeatureRows) -> list[tuple[Any, ...]]:
+        """The deployment's rows as the model's input rows: its features in its order."""
+        pick = feature_picker(features.names, self.feature_names)
+        return [pick(row) for row in features.rows]
 
-    def predict(self, matrix: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        if len(matrix) == 1:
-            return np.array([self.score_one(matrix[0])])
+    def predict(self, rows: Sequence[Sequence[float | None]]) -> list[float]:
+        """The scores of input rows (None: a missing value)."""
+        if len(rows) == 1:
+            return [self.score_one(rows[0])]
         # One thread: OpenMP's start-up costs more than it saves on a batch of at most a
         # thousand rows, and the gunicorn workers already keep every core busy.
-        return np.asarray(self.booster.predict(matrix, num_threads=1), dtype=np.float64)
+        scores = self.booster.predict(np.array(rows, dtype=np.float64), num_threads=1)
+        return np.asarray(scores, dtype=np.float64).tolist()
 
     @property
     def expected_blocked_share(self) -> float | None:
@@ -167,6 +178,17 @@ def feature_positions(output: tuple[str, ...], wanted: tuple[str, ...]) -> tuple
         raise ModelMismatch(
             f"the deployment no longer outputs the model's feature(s) {', '.join(missing)}")
     return tuple(output.index(name) for name in wanted)
+
+
+@lru_cache(maxsize=64)
+def feature_picker(output: tuple[str, ...],
+                   wanted: tuple[str, ...]) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
+    """Picks the wanted features, in their order, out of a row of the deployment's output."""
+    positions = feature_positions(output, wanted)
+    if len(positions) == 1:  # itemgetter of one position gives the value, not a tuple
+        (position,) = positions
+        return lambda row: (row[position],)
+    return itemgetter(*positions)
 
 
 def threshold_for(point: OperatingPoint | None,
@@ -246,11 +268,11 @@ def check_against_deployment(model: LoadedModel, store: FeatureStore) -> None:
             f"{model.database}.{model.deployment}: the deployment lacks {missing or 'none'}, "
             f"the model lacks {extra or 'none'}")
     try:
-        scores = model.predict(model.matrix(features))
+        scores = model.predict(model.inputs(features))
     except lgb.basic.LightGBMError as exc:
         raise ModelRejected(f"the model fails on a probe event: {exc}") from None
-    if scores.shape != (1,) or not (math.isfinite(scores[0]) and 0 <= scores[0] <= 1):
-        raise ModelRejected(f"the model's output on a probe event is {scores.tolist()}, "
+    if len(scores) != 1 or not (math.isfinite(scores[0]) and 0 <= scores[0] <= 1):
+        raise ModelRejected(f"the model's output on a probe event is {scores}, "
                             f"not one probability (train a binary classifier)")
 
 

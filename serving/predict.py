@@ -45,7 +45,7 @@ def predict() -> Response:
     started = time.perf_counter()
     try:
         features = feature_store().fetch(model.database, model.deployment, events)
-        matrix = model.matrix(features)
+        inputs = model.inputs(features)
     except FeatureStoreUnavailable as exc:  # locked, unreachable: retrying can help
         current_app.logger.warning("%s", exc)
         raise APIError(503, "the feature store is unavailable, retry later",
@@ -54,7 +54,7 @@ def predict() -> Response:
         current_app.logger.error("cannot score with model %s: %s", model.version, exc)
         raise APIError(500, f"the server cannot score: {exc}") from None
     fetched = time.perf_counter()
-    scores = model.predict(matrix).tolist()
+    scores = model.predict(inputs)
     FEATURE_FETCH_DURATION.observe(fetched - started)
     INFERENCE_DURATION.observe(time.perf_counter() - fetched)
 
