@@ -162,8 +162,10 @@ class RequestPlan:
         """The stored aggregates from the key's totals (features/totals.py): the totals alone
         when no row of the key is newer than the request (the online case), else whichever
         reads fewer of the key's rows by its time span: its rows up to the request, or the
-        totals minus its rows after it (at its time too under EXCLUDE CURRENT_TIME). Each
-        part is a scalar subquery; SQLite evaluates only the CASE branch taken."""
+        totals minus its rows after it (at its time too under EXCLUDE CURRENT_TIME). The
+        key's totals are read once (its time span and each measure's sum: a key prefix sums
+        several rows of the table); the rows are read in scalar subqueries, and SQLite
+        evaluates only the CASE branch taken."""
         table = totals.table
         keys = table.keys[:totals.prefix]
         ts, request_ts = quote(spec.order_by), self._value(spec.order_by)
@@ -176,37 +178,38 @@ class RequestPlan:
             "NOT INDEXED" if totals.rows_index == CLUSTERED_KEY
             else f"INDEXED BY {quote(totals.rows_index)}")
         before, after = ("<", ">=") if spec.exclude_current_time else ("<=", ">")
+        # the key's totals row, named so that no column of the table can shadow it
+        newest, oldest = "_totals._max_ts", "_totals._min_ts"
+        sums: dict[str, str] = {}  # each measure's sum over the key, by its column in _totals
 
-        def of_totals(expression: str) -> str:
-            return f"(SELECT {expression} FROM {quote(table.name)} WHERE {of_key})"
+        def total(function: str, column: str) -> str:
+            measure = table.measure(function, column)
+            return f"_totals.{sums.setdefault(measure, f'_sum{len(sums)}')}"
 
         def of_rows(function: str, column: str, older: bool) -> str:
             """Over the key's rows up to the request (older) or after it, within the key's
             own time span, so a hot first key's other rows are skipped by the index."""
             aggregate = "count(*)" if column == STAR else f"{function}({quote(column)})"
             if older:
-                frame = f"{ts} >= {of_totals('min(_min_ts)')} AND {ts} {before} {request_ts}"
+                frame = f"{ts} >= {oldest} AND {ts} {before} {request_ts}"
             else:
-                frame = f"{ts} {after} {request_ts} AND {ts} <= {of_totals('max(_max_ts)')}"
+                frame = f"{ts} {after} {request_ts} AND {ts} <= {newest}"
             return f"(SELECT {aggregate} FROM {source} WHERE {rows_of_key} AND {frame})"
 
         no_newer = ">" if spec.exclude_current_time else ">="
 
         def case(function: str, column: str) -> str:
             """One stored aggregate (a sum over no value is NULL)."""
-            sql = f"CASE WHEN {request_ts} {no_newer} {of_totals('max(_max_ts)')} THEN "
-            sql += of_totals(f"sum({table.measure(function, column)})") if function != "count" \
-                else of_totals(f"coalesce(sum({table.measure('count', column)}), 0)")
-            sql += (f" WHEN {request_ts} - {of_totals('min(_min_ts)')} <= "
-                    f"{of_totals('max(_max_ts)')} - {request_ts} ")
+            count = f"coalesce({total('count', column)}, 0)"
+            sql = f"CASE WHEN {request_ts} {no_newer} {newest} THEN "
+            sql += total(function, column) if function != "count" else count
+            sql += f" WHEN {request_ts} - {oldest} <= {newest} - {request_ts} "
             sql += f"THEN {of_rows(function, column, older=True)} ELSE "
-            count = f"coalesce(sum({table.measure('count', column)}), 0)"
             if function == "count":
-                sql += f"{of_totals(count)} - {of_rows('count', column, older=False)}"
+                sql += f"{count} - {of_rows('count', column, older=False)}"
             else:
-                sql += (f"CASE WHEN {of_totals(count)} - "
-                        f"{of_rows('count', column, older=False)} = 0 THEN NULL ELSE "
-                        f"{of_totals(f'sum({table.measure(function, column)})')} - "
+                sql += (f"CASE WHEN {count} - {of_rows('count', column, older=False)} = 0 "
+                        f"THEN NULL ELSE {total(function, column)} - "
                         f"coalesce({of_rows(function, column, older=False)}, 0) END")
             return sql + " END"
 
@@ -214,7 +217,10 @@ class RequestPlan:
         for call in calls:
             column = STAR if call.star else call.args[0].name  # type: ignore[union-attr]
             values.extend(case(function, column) for function in MEASURES_OF[call.name])
-        return _WindowQuery(spec, index, calls, f"SELECT {', '.join(values)}")
+        read = ", ".join(["max(_max_ts) AS _max_ts", "min(_min_ts) AS _min_ts",
+                          *(f"sum({measure}) AS {name}" for measure, name in sums.items())])
+        return _WindowQuery(spec, index, calls, f"SELECT {', '.join(values)} FROM "
+                            f"(SELECT {read} FROM {quote(table.name)} WHERE {of_key}) AS _totals")
 
     def _visible_rows(self, index: Index, sqlite_index: str, columns: list[str],
                       key_filters: list[str]) -> str:
