@@ -21,6 +21,7 @@ from features.exceptions import (
     StoreUnavailableError,
     StoreURLError,
 )
+from features.schema import Column
 
 
 class Cursor(Protocol):
@@ -53,13 +54,16 @@ class EmbeddedCursor:
     def __init__(self, connection: EmbeddedConnection) -> None:
         self.connection = connection
         self.description: list[tuple[Any, ...]] | None = None
+        self._columns: list[Column] | None = None  # those `description` describes
         self.rowcount = -1
         self._rows: list[tuple[Any, ...]] = []
         self._position = 0
 
     def _set_result(self, result: Result) -> EmbeddedCursor:
-        self.description = [(c.name, c.type, None, None, None, None, True)
-                            for c in result.columns] or None
+        if result.columns is not self._columns:  # requests to one deployment share them
+            self._columns = result.columns
+            self.description = [(c.name, c.type, None, None, None, None, True)
+                                for c in result.columns] or None
         self._rows = result.rows
         self._position = 0
         self.rowcount = result.rowcount

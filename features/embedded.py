@@ -1013,11 +1013,11 @@ class _RequestRows:
 
     def __call__(self, row: Mapping[str, Any] | Sequence[Any]) -> tuple[Any, ...]:
         names = self.names
-        if isinstance(row, Mapping):
-            unknown = row.keys() - self._known
-            if unknown:
+        if type(row) is dict or isinstance(row, Mapping):  # the ABC check is the slower
+            if not self._known.issuperset(row):
+                unknown = row.keys() - self._known
                 raise DataError(f"request row has unknown column(s) {sorted(unknown)}")
-            values = [row.get(name) for name in names]
+            values = list(map(row.get, names))
         else:
             values = list(row)
             if len(values) != len(names):

@@ -72,10 +72,9 @@ def duckdb_scalar(name: str, args: list[str]) -> str:
     return template.format(lt=f"epoch_ms(CAST({args[0]} AS BIGINT) + {UTC8_OFFSET_MS})")
 
 
-def python_scalar(name: str, args: list[object]) -> object:
-    value = args[0]
-    if value is None:
-        return None
+def python_scalar(name: str) -> Callable[[object], object]:
+    """The scalar function `name` (every one takes one argument) in Python: NULL gives NULL."""
     if name == "abs":
-        return abs(value)  # type: ignore[arg-type]
-    return _CALENDAR[name][1](int(value))  # type: ignore[call-overload]
+        return lambda value: None if value is None else abs(value)  # type: ignore[arg-type]
+    calendar = _CALENDAR[name][1]
+    return lambda value: None if value is None else calendar(int(value))  # type: ignore[call-overload]

@@ -12,13 +12,14 @@ import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 from features import dialect as d
 from features.exceptions import CatalogError, UnsupportedStatementError
 from features.functions import AGGREGATES, SCALAR_FUNCTIONS, distinct_value, python_scalar
 from features.offline import quote, window_argument
-from features.schema import Column, Index, TableSchema
+from features.schema import INTEGER_RANGES, Column, Index, TableSchema
 from features.totals import MEASURES_OF, STAR, WindowTotals
 
 # The name under which a clustered table's own key order stands among its SQLite indexes.
@@ -36,10 +37,13 @@ _STORED_AGGREGATES: dict[str, tuple[str, ...]] = {
     # over distinct_value() (NULL counts as its type's zero); is the request's value stored?
     "distinct_count": ("count(DISTINCT {x})", "max({x} = {request})"),
 }
-# A request row: its values in the table's column order.
-_Row = Sequence[Any]
-# An output column's value from (request row, the aggregates in the plan's order of calls).
-_Output = Callable[[_Row, Sequence[Any]], Any]
+# An output column's value from the request row's values (in table order) followed by the
+# windows' aggregates (in the plan's order of calls).
+_Output = Callable[[Sequence[Any]], Any]
+# Column types whose request values are always of their Python type (embedded._RequestRows):
+# an output of the same type needs no conversion. Not float: a double column keeps ints.
+_EXACT_TYPES = {**{type_name: int for type_name in INTEGER_RANGES}, "bool": bool,
+                "string": str}
 
 
 @dataclass(frozen=True)
@@ -267,16 +271,23 @@ class RequestPlan:
 
     def _compile_outputs(self) -> list[_Output]:
         """Each output column's value, converted to the column's type."""
-        aggregates = {call: i for i, (call, *_) in enumerate(self._aggregates)}
-        values: list[_Output] = []
-        for item in self.select.items:
-            if item.expr is None:
-                values.extend(_compile(d.ColumnRef(name), self._positions, aggregates)
-                              for name in self.table.column_names)
-            else:
-                values.append(_compile(item.expr, self._positions, aggregates))
-        return [_converted(value, column.type)
-                for value, column in zip(values, self.output, strict=True)]
+        after = len(self._positions)  # the windows' values follow the request row's
+        aggregates = {call: after + i for i, (call, *_) in enumerate(self._aggregates)}
+        expressions = [expr for item in self.select.items for expr in (
+            [d.ColumnRef(name) for name in self.table.column_names] if item.expr is None
+            else [item.expr])]
+        return [_converted(_compile(expr, self._positions, aggregates), column.type,
+                           self._type_of(expr))
+                for expr, column in zip(expressions, self.output, strict=True)]
+
+    def _type_of(self, expr: d.Expr) -> str | None:
+        """The type of the expression's values where it is sure to be exact, else None."""
+        match expr:
+            case d.ColumnRef(name) if self.table.column(name).type in _EXACT_TYPES:
+                return self.table.column(name).type
+            case d.Call(name="count" | "distinct_count") if expr.window is not None:
+                return "int64"  # the stored rows' count plus the request row's
+        return None
 
     def execute(self, db: sqlite3.Connection, request: tuple[Any, ...],
                 now_ms: int | None = None) -> tuple[Any, tuple[Any, ...]]:
@@ -287,10 +298,10 @@ class RequestPlan:
         else:
             params = request[:self._bound]
         stored = db.execute(self.sql, params).fetchone()
-        values = [_combine(call.name, stored[start:end],
-                           1 if argument is None else request[argument])
-                  for call, start, end, argument in self._aggregates]
-        return stored[0], tuple([output(request, values) for output in self._outputs])
+        values = (*request, *[_combine(call.name, stored[start:end],
+                                       1 if argument is None else request[argument])
+                              for call, start, end, argument in self._aggregates])
+        return stored[0], tuple([output(values) for output in self._outputs])
 
 
 def _check_request_expr(node: d.Expr, windows: Mapping[str, d.WindowSpec]) -> None:
@@ -340,34 +351,31 @@ def _combine(name: str, stored: Sequence[Any], current: Any) -> Any:
 
 def _compile(node: d.Expr, columns: Mapping[str, int],
              aggregates: Mapping[d.Call, int]) -> _Output:
-    """The expression as a function of (request row, aggregate values), built once;
-    `columns`: where each column's value is in the request row, `aggregates`: where each
-    window call's value is among the aggregate values."""
+    """The expression as a function of the request row's values followed by the windows',
+    built once; `columns` and `aggregates`: where each column's and window call's value is."""
     match node:
         case d.ColumnRef(name):
-            position = columns[name]
-            return lambda row, windows: row[position]
+            return itemgetter(columns[name])
         case d.Literal(value):
-            return lambda row, windows: value
+            return lambda values: value
         case d.Call() if node.window is not None:
-            position = aggregates[node]
-            return lambda row, windows: windows[position]
-        case d.Call(name, args):
-            arguments = [_compile(a, columns, aggregates) for a in args]
-            return lambda row, windows: python_scalar(name, [a(row, windows) for a in arguments])
+            return itemgetter(aggregates[node])
+        case d.Call(name, [arg]):
+            function, argument = python_scalar(name), _compile(arg, columns, aggregates)
+            return lambda values: function(argument(values))
         case d.Binary(op, left, right):
             lhs = _compile(left, columns, aggregates)
             rhs = _compile(right, columns, aggregates)
-            return lambda row, windows: _binary(op, lhs(row, windows), rhs(row, windows))
+            return lambda values: _binary(op, lhs(values), rhs(values))
         case d.Unary("not", operand):
             inner = _compile(operand, columns, aggregates)
-            return lambda row, windows: _not(inner(row, windows))
+            return lambda values: _not(inner(values))
         case d.Unary(_, operand):
             inner = _compile(operand, columns, aggregates)
-            return lambda row, windows: _negate(inner(row, windows))
+            return lambda values: _negate(inner(values))
         case d.IsNull(operand, negated):
             inner = _compile(operand, columns, aggregates)
-            return lambda row, windows: (inner(row, windows) is None) != negated
+            return lambda values: (inner(values) is None) != negated
         case d.Cast(operand, type_name):
             return _converted(_compile(operand, columns, aggregates), type_name)
     raise UnsupportedStatementError(f"unsupported expression {node!r}")
@@ -421,23 +429,24 @@ def _binary(op: str, left: Any, right: Any) -> Any:
     raise UnsupportedStatementError(f"operator {op}")
 
 
-def _converted(value: _Output, type_name: str) -> _Output:
-    """The expression's value converted to the OpenMLDB type (None stays None)."""
-    to: Callable[[Any], Any] | None = None
+def _converted(value: _Output, type_name: str, known: str | None = None) -> _Output:
+    """The expression's value converted to the OpenMLDB type (None stays None); `known`: the
+    type its values are sure to have, if any (no conversion when it is the same)."""
+    convert: Callable[[Any], Any] | None = None
     if type_name in {"int16", "int32", "int64", "timestamp"}:
-        to = int
+        convert = int
     elif type_name in {"float", "double"}:
-        to = float
+        convert = float
     elif type_name == "bool":
-        to = bool
+        convert = bool
     elif type_name == "string":
-        to = str
-    if to is None:
+        convert = str
+    if convert is None or (known is not None and _EXACT_TYPES.get(known) is convert):
         return value
-    convert = to
+    to = convert
 
-    def converted(row: _Row, windows: Sequence[Any]) -> Any:
-        result = value(row, windows)
-        return None if result is None else convert(result)
+    def converted(values: Sequence[Any]) -> Any:
+        result = value(values)
+        return None if result is None else to(result)
 
     return converted

@@ -58,42 +58,43 @@ def probe_event() -> Event:
 
 class FeatureStore:
     """Request-mode calls to deployments. Embedded connections belong to the thread that
-    opened them (SQLite), so each thread keeps its own connection per database."""
+    opened them (SQLite), so each thread keeps its own connection, and one cursor on it, per
+    database."""
 
     def __init__(self, url: str) -> None:
         self.url = url
         self._local = threading.local()
 
-    def _connections(self) -> dict[str, Connection]:
-        connections: dict[str, Connection] | None = getattr(self._local, "connections", None)
-        if connections is None:
-            connections = self._local.connections = {}
-        return connections
+    def _sessions(self) -> dict[str, _Session]:
+        sessions: dict[str, _Session] | None = getattr(self._local, "sessions", None)
+        if sessions is None:
+            sessions = self._local.sessions = {}
+        return sessions
 
     def fetch(self, database: str, deployment: str,
               events: Sequence[Mapping[str, int]]) -> FeatureRows:
         """The deployment's features for each event (none of them is stored).
         FeatureStoreUnavailable when retrying can help, FeatureStoreRefused when it cannot."""
-        connections = self._connections()
+        sessions = self._sessions()
         try:
-            conn = connections.get(database)
-            if conn is None:
-                conn = connections[database] = connect(self.url, database)
+            session = sessions.get(database)
+            if session is None:
+                session = sessions[database] = _Session(connect(self.url, database))
+            cursor = session.cursor
             rows = []
             for event in events:
-                cursor = conn.cursor().callproc(deployment, event)
-                row = cursor.fetchone()
+                row = cursor.callproc(deployment, event).fetchone()
                 if row is None:
                     raise FeatureStoreRefused(f"{database}.{deployment} returned no row")
                 rows.append(row)
-            names = tuple(column[0] for column in cursor.description)
+            names = session.names()
         except Exception as exc:  # each engine raises its own (sqlite3, openmldb, features)
             FEATURE_STORE_ERRORS.inc()
             # A broken connection would fail every later call: open a fresh one next time.
-            stale = connections.pop(database, None)
+            stale = sessions.pop(database, None)
             if stale is not None:
                 with contextlib.suppress(Exception):
-                    stale.close()
+                    stale.connection.close()
             if isinstance(exc, FeatureStoreRefused):
                 raise
             classified = classify_store_error(exc)
@@ -109,6 +110,24 @@ class FeatureStore:
     def output_names(self, database: str, deployment: str) -> tuple[str, ...]:
         """The deployment's output columns, read from a probe request (works on any engine)."""
         return self.fetch(database, deployment, [probe_event()]).names
+
+
+class _Session:
+    """A thread's connection to one database and the cursor its requests go through."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self.cursor = connection.cursor()
+        self._description: object = None
+        self._names: tuple[str, ...] = ()
+
+    def names(self) -> tuple[str, ...]:
+        """The output column names of the cursor's last call (read again when they change)."""
+        description = self.cursor.description
+        if description is not self._description:
+            self._names = tuple(column[0] for column in description or ())
+            self._description = description
+        return self._names
 
 
 def init_app(app: Flask) -> None:

@@ -25,6 +25,7 @@ import math
 import threading
 import time
 import weakref
+from array import array
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -100,21 +101,19 @@ class SingleRowPredictor:
         self._predict.argtypes = [ctypes.c_void_p, ctypes.c_void_p,
                                   ctypes.POINTER(ctypes.c_int64), ctypes.POINTER(ctypes.c_double)]
         self._predict.restype = ctypes.c_int
-        # the row as the C call reads it, made straight from the values (no numpy array)
         self._features = booster.num_feature()
-        self._row_type = ctypes.c_double * self._features
 
     def __call__(self, values: Sequence[float | None]) -> float:
         """The score of one row: every feature's value in the model's order (None: missing,
         which LightGBM reads as NaN, as it does in a batch)."""
-        if len(values) != self._features:  # ctypes would pad a short row with zeros
+        if len(values) != self._features:  # the C call reads that many doubles
             raise ModelMismatch(f"a row of {len(values)} values for a model of "
                                 f"{self._features} features")
-        present = cast(Sequence[float], values) if None not in values else \
-            [math.nan if value is None else value for value in values]
-        row = self._row_type(*present)
+        # the row as the C call reads it: an array of doubles, made straight from the values
+        row = array("d", cast(Sequence[float], values) if None not in values else
+                    [math.nan if value is None else value for value in values])
         score, length = ctypes.c_double(), ctypes.c_int64()
-        _safe_call(self._predict(self._config, row, length, score))
+        _safe_call(self._predict(self._config, row.buffer_info()[0], length, score))
         return score.value
 
 
