@@ -169,19 +169,24 @@ def wrk(url: str, bodies: Path, concurrency: int, duration_s: int) -> dict[str, 
 
 def measure(server: RunningServer, bodies: Path, concurrency: int,
             duration_s: int) -> dict[str, Any]:
-    """One measured wrk run; with the workers' CPU per request and memory, and how busy
-    the machine was with other work meanwhile."""
+    """One measured wrk run; with the workers' CPU per request, each worker's memory and
+    share of a core (keep-alive connections stay with the worker that accepted them, so an
+    uneven split of a run's connections shows here), and how busy the machine was with other
+    work meanwhile."""
     workers = server.worker_pids()
     load_before = os.getloadavg()[0]
-    cpu_before, busy_before = _cpu_seconds(workers), _machine_busy_seconds()
+    cpu_before, busy_before = [_cpu_seconds([pid]) for pid in workers], _machine_busy_seconds()
     started = time.perf_counter()
     figures = wrk(server.url, bodies, concurrency, duration_s)
     wall_s = time.perf_counter() - started
-    cpu_s = _cpu_seconds(workers) - cpu_before
+    spent = [_cpu_seconds([pid]) - before for pid, before in zip(workers, cpu_before,
+                                                                 strict=True)]
+    cpu_s = sum(spent)
     ours_s = cpu_s + figures["load_generator_cpu_share_of_one_core"] * wall_s
     figures["server_cpu_ms_per_request"] = round(1000 * cpu_s / max(figures["requests"], 1),
                                                  3)
-    figures["workers"] = [_memory_mib(pid) for pid in workers]
+    figures["workers"] = [{**_memory_mib(pid), "cpu_share_of_one_core": round(s / wall_s, 2)}
+                          for pid, s in zip(workers, spent, strict=True)]
     figures["load_average_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     figures["other_processes_cpu_cores"] = round(
         max(0.0, _machine_busy_seconds() - busy_before - ours_s) / wall_s, 2)
@@ -286,7 +291,7 @@ def _settings(root: Path) -> Settings:
 
 def run_predict_benchmark(out: dict[str, Any],
                           stored_events: Sequence[int] = STORED_EVENTS,
-                          duration_s: int = 5, rounds: int = 3,
+                          duration_s: int = 5, rounds: int = 5,
                           concurrencies: Sequence[int] = CONCURRENCIES, workers: int = 2,
                           threads: int = 1, request_events: int = 5_000,
                           warmup_s: int = 2) -> dict[str, Any]:
@@ -339,7 +344,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help=f"events in the store (repeatable; default "
                              f"{' and '.join(map(str, STORED_EVENTS))})")
     parser.add_argument("--duration", type=int, default=5, help="seconds per run")
-    parser.add_argument("--rounds", type=int, default=3,
+    parser.add_argument("--rounds", type=int, default=5,
                         help="runs of each server per concurrency, interleaved")
     parser.add_argument("--concurrency", type=int, action="append",
                         help=f"repeatable; default {CONCURRENCIES}")

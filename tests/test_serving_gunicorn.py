@@ -198,7 +198,8 @@ def test_benchmark_runs_on_a_tiny_store() -> None:
             assert 0 < figures["load_generator_cpu_share_of_one_core"] < 1.5
             assert figures["server_cpu_ms_per_request"] > 0
             assert figures["other_processes_cpu_cores"] >= 0
-            assert [w["rss_mib"] > w["anon_mib"] > 0 for w in figures["workers"]] == [True]
+            assert [w["rss_mib"] > w["anon_mib"] > 0 and 0 < w["cpu_share_of_one_core"] < 1.5
+                    for w in figures["workers"]] == [True]
         rounds = run["concurrency"][concurrency]["rounds"]
         assert len(rounds) == 2  # interleaved: the median of two is their mean
         assert run["concurrency"][concurrency]["ratio_vs_floor"] == pytest.approx(
