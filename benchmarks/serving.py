@@ -11,7 +11,8 @@ follow the stored ones in the same synthetic traffic, so their windows reach int
 At each concurrency the two servers take turns (a few rounds of short runs, which one goes
 first alternating), so that both meet the same neighbours' load on the shared machine; each
 figure is the median over the rounds, beside the load generator's own CPU, the servers' CPU
-per request, the workers' memory and the CPU other processes used meanwhile.
+per request, each worker's memory and share of a core, and the CPU other processes used
+meanwhile.
 
 Goals (issue 16), as ratios to the floor in the same run: at concurrency 8 throughput
 ≥ 0.6× and p99 ≤ 2×; at concurrency 1 throughput ≥ 0.7×; no errors.
