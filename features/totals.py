@@ -127,16 +127,16 @@ def windows_totals(windows: Sequence[tuple[d.WindowSpec, Sequence[d.Call], Index
     eligible: list[tuple[d.WindowSpec, list[tuple[str, str]], str]] = []
     for spec, calls, index in windows:
         measures = _measures(calls, schema)
-        newer = ordered_index(spec.partition_by, spec.order_by)
+        rows_index = ordered_index(spec.partition_by, spec.order_by)
         if (spec.preceding is None and spec.maxsize is None and not index.ttl_minutes
-                and not index.ttl_latest and measures is not None and newer is not None):
-            eligible.append((spec, measures, newer))
+                and not index.ttl_latest and measures is not None and rows_index is not None):
+            eligible.append((spec, measures, rows_index))
     key_sets = [set(spec.partition_by) for spec, _, _ in eligible]
     leading = schema.indexes[0].keys
     # (keys in order, ts) → the measures of the windows sharing it
     groups: dict[tuple[tuple[str, ...], str], list[tuple[str, str]]] = {}
     placed: dict[str, tuple[tuple[tuple[str, ...], str], int, str]] = {}
-    for spec, measures, newer in sorted(eligible, key=lambda e: -len(e[0].partition_by)):
+    for spec, measures, rows_index in sorted(eligible, key=lambda e: -len(e[0].partition_by)):
         wanted = set(spec.partition_by)
         group = next((g for g in groups if g[1] == spec.order_by
                       and set(g[0][:len(wanted)]) == wanted), None)
@@ -144,14 +144,14 @@ def windows_totals(windows: Sequence[tuple[d.WindowSpec, Sequence[d.Call], Index
             group = (nesting_order(spec.partition_by, key_sets, leading), spec.order_by)
             groups[group] = []
         groups[group].extend(m for m in measures if m not in groups[group])
-        placed[spec.name] = (group, len(wanted), newer)
+        placed[spec.name] = (group, len(wanted), rows_index)
     tables = {group: TotalsTable(
         sqlite_table, group[0], group[1],
         tuple(k for k in group[0] if not schema.column(k).not_null),
         (("count", STAR), *sorted(m for m in measures if m != ("count", STAR))))
         for group, measures in groups.items()}
-    return {name: WindowTotals(tables[group], prefix, newer)
-            for name, (group, prefix, newer) in placed.items()}
+    return {name: WindowTotals(tables[group], prefix, rows_index)
+            for name, (group, prefix, rows_index) in placed.items()}
 
 
 def _measures(calls: Sequence[d.Call], schema: TableSchema) -> list[tuple[str, str]] | None:
